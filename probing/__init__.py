@@ -1,0 +1,1 @@
+"""Probing science: UD → UniMorph word datasets, activation extraction, neuron rankers. No Ray here."""

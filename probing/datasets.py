@@ -1,0 +1,199 @@
+"""UD treebanks → one word-level dataset per (language, attribute), split lemma-disjointly.
+
+Per language every ``*.conllu`` file in ``ud_dir/<lang>/`` is pooled (sorted by name), because
+many languages here have only dev and test files and the split is redone anyway. Each dataset row
+is a word that has the attribute: form, lemma, UniMorph value, sentence index and word position.
+Train/dev/test are lemma-disjoint (no lowercased lemma in two splits), deterministic by seed, and
+values with fewer than ``min_examples_per_split`` examples in any split are dropped (20, as in
+Stańczak et al. 2022 and Wang et al. 2024).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from probing.conllu_io import CoNLLUError, Sentence, read_conllu
+from probing.unimorph import ud_to_unimorph
+
+SPLITS: tuple[str, str, str] = ("train", "dev", "test")
+
+SENTENCE_SCHEMA = pa.schema(
+    [
+        ("sentence_index", pa.int32()),
+        ("sentence_id", pa.string()),
+        ("words", pa.list_(pa.string())),
+    ]
+)
+
+WORD_SCHEMA = pa.schema(
+    [
+        ("sentence_index", pa.int32()),
+        ("position", pa.int32()),
+        ("form", pa.string()),
+        ("lemma", pa.string()),
+        ("value", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """What determines the word datasets (hashed into their fingerprint)."""
+
+    min_examples_per_split: int = 20
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    max_sentences_per_language: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class LanguageData:
+    """Everything built for one language: its sentences, and a dataset per attribute."""
+
+    language: str
+    sentences: pa.Table
+    datasets: dict[str, pa.Table] = field(default_factory=dict)
+    stats: list[dict] = field(default_factory=list)
+
+
+def treebank_files(ud_dir: Path | str, language: str) -> list[Path]:
+    """The CoNLL-U files of a language, sorted; error when the folder or the files are missing."""
+    folder = Path(ud_dir) / language
+    if not folder.is_dir():
+        raise CoNLLUError(
+            folder, None, "treebank", f"a folder of CoNLL-U files for language '{language}'", "no such folder"
+        )
+    files = sorted(folder.glob("*.conllu"))
+    if not files:
+        raise CoNLLUError(folder, None, "treebank", "at least one *.conllu file", "none")
+    return files
+
+
+def stable_seed(*parts: object) -> int:
+    """A 32-bit seed derived from the parts, identical across processes and Python versions."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def lemma_disjoint_split(lemmas: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Assign each example a split so that all examples of one lemma share it.
+
+    Lemmas are shuffled by ``seed`` and filled into train, then dev, then test until each split's
+    cumulative share of the examples reaches its fraction.
+    """
+    unique, inverse, counts = np.unique(lemmas, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    cumulative = np.cumsum(counts[order]) / max(len(lemmas), 1)
+    bounds = np.cumsum(fractions)[:-1]
+    split_of_shuffled = np.searchsorted(bounds, cumulative - counts[order] / max(len(lemmas), 1), side="right")
+    split_of_lemma = np.empty(len(unique), dtype=np.int64)
+    split_of_lemma[order] = split_of_shuffled
+    return np.asarray(SPLITS)[split_of_lemma[inverse]]
+
+
+def frequent_values(values: np.ndarray, splits: np.ndarray, minimum: int) -> tuple[list[str], list[str]]:
+    """Values with at least ``minimum`` examples in every split (kept), and the others (dropped)."""
+    kept, dropped = [], []
+    for value in sorted(set(values.tolist())):
+        in_value = values == value
+        if all(int(np.sum(in_value & (splits == s))) >= minimum for s in SPLITS):
+            kept.append(value)
+        else:
+            dropped.append(value)
+    return kept, dropped
+
+
+def read_language(ud_dir: Path | str, language: str) -> Iterable[Sentence]:
+    """Stream the pooled sentences of every treebank file of a language."""
+    for path in treebank_files(ud_dir, language):
+        yield from read_conllu(path)
+
+
+def build_language(ud_dir: Path | str, language: str, attributes: Iterable[str], params: DataParams) -> LanguageData:
+    """Read a language's treebanks and build its sentence table and per-attribute datasets."""
+    sentences = list(read_language(ud_dir, language))
+    keep = np.arange(len(sentences))
+    limit = params.max_sentences_per_language
+    if limit is not None and limit < len(sentences):
+        rng = np.random.default_rng(stable_seed(params.seed, language, "sentences"))
+        keep = np.sort(rng.choice(len(sentences), size=limit, replace=False))
+    sentence_table = pa.table(
+        {
+            "sentence_index": pa.array(keep, pa.int32()),
+            "sentence_id": [sentences[i].sentence_id for i in keep],
+            "words": [[w.form for w in sentences[i].words] for i in keep],
+        },
+        schema=SENTENCE_SCHEMA,
+    )
+
+    rows: dict[str, dict[str, list]] = {
+        a: {k: [] for k in ("sentence_index", "position", "form", "lemma", "value")} for a in attributes
+    }
+    for index in keep:
+        for position, word in enumerate(sentences[index].words):
+            for attribute, value in ud_to_unimorph(word.upos, word.feats).items():
+                if attribute in rows:
+                    columns = rows[attribute]
+                    columns["sentence_index"].append(int(index))
+                    columns["position"].append(position)
+                    columns["form"].append(word.form)
+                    columns["lemma"].append(word.lemma.lower())
+                    columns["value"].append(value)
+
+    data = LanguageData(language=language, sentences=sentence_table)
+    for attribute, columns in rows.items():
+        table, stats = _split_and_filter(language, attribute, columns, params)
+        data.stats.append(stats)
+        if table is not None:
+            data.datasets[attribute] = table
+    return data
+
+
+def _split_and_filter(
+    language: str, attribute: str, columns: dict[str, list], params: DataParams
+) -> tuple[pa.Table | None, dict]:
+    lemmas = np.asarray(columns["lemma"], dtype=object)
+    values = np.asarray(columns["value"], dtype=object)
+    stats = {
+        "language": language,
+        "attribute": attribute,
+        "values": [],
+        "dropped_values": [],
+        **{f"n_{s}": 0 for s in SPLITS},
+    }
+    if len(values) == 0:
+        stats["note"] = "attribute not annotated in this language"
+        return None, stats
+    splits = lemma_disjoint_split(
+        lemmas.astype(str), params.split_fractions, stable_seed(params.seed, language, attribute)
+    )
+    kept, dropped = frequent_values(values, splits, params.min_examples_per_split)
+    stats["dropped_values"] = dropped
+    stats["values"] = kept
+    mask = np.isin(values, kept)
+    for s in SPLITS:
+        stats[f"n_{s}"] = int(np.sum(mask & (splits == s)))
+    if len(kept) < 2:
+        stats["note"] = f"fewer than 2 values with >= {params.min_examples_per_split} examples in every split"
+    else:
+        stats["note"] = ""
+    idx = np.flatnonzero(mask)
+    table = pa.table(
+        {
+            "sentence_index": pa.array(np.asarray(columns["sentence_index"])[idx], pa.int32()),
+            "position": pa.array(np.asarray(columns["position"])[idx], pa.int32()),
+            "form": pa.array([columns["form"][i] for i in idx], pa.string()),
+            "lemma": pa.array(lemmas[idx].tolist(), pa.string()),
+            "value": pa.array(values[idx].tolist(), pa.string()),
+            "split": pa.array(splits[idx].tolist(), pa.string()),
+        },
+        schema=WORD_SCHEMA,
+    )
+    return table, stats

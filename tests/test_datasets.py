@@ -1,0 +1,75 @@
+"""Word datasets: lemma-disjoint deterministic splits, value thresholds, pooling of real treebanks."""
+
+import numpy as np
+import pytest
+
+from probing.conllu_io import CoNLLUError
+from probing.datasets import DataParams, build_language, frequent_values, lemma_disjoint_split, treebank_files
+
+
+def test_split_is_lemma_disjoint_and_close_to_the_fractions():
+    rng = np.random.default_rng(1)
+    lemmas = rng.choice([f"l{i}" for i in range(400)], size=5000).astype(str)
+    splits = lemma_disjoint_split(lemmas, (0.8, 0.1, 0.1), seed=3)
+    for lemma in np.unique(lemmas):
+        assert len(set(splits[lemmas == lemma])) == 1
+    shares = [np.mean(splits == s) for s in ("train", "dev", "test")]
+    assert shares == pytest.approx([0.8, 0.1, 0.1], abs=0.02)
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    lemmas = np.asarray([f"l{i % 97}" for i in range(2000)])
+    a = lemma_disjoint_split(lemmas, (0.8, 0.1, 0.1), seed=0)
+    assert np.array_equal(a, lemma_disjoint_split(lemmas, (0.8, 0.1, 0.1), seed=0))
+    assert not np.array_equal(a, lemma_disjoint_split(lemmas, (0.8, 0.1, 0.1), seed=1))
+
+
+def test_frequent_values_requires_the_minimum_in_every_split():
+    values = np.asarray(["SG"] * 30 + ["PL"] * 30 + ["DU"] * 30)
+    splits = np.asarray(
+        ["train"] * 10
+        + ["dev"] * 10
+        + ["test"] * 10
+        + ["train"] * 10
+        + ["dev"] * 10
+        + ["test"] * 10
+        + ["train"] * 28
+        + ["dev"] * 1
+        + ["test"] * 1
+    )
+    assert frequent_values(values, splits, 10) == (["PL", "SG"], ["DU"])
+
+
+def test_real_language_pools_all_files_and_respects_thresholds(ud_dir):
+    files = treebank_files(ud_dir, "es")
+    assert [f.name for f in files] == ["es_gsd-ud-dev.conllu", "es_gsd-ud-test.conllu"]
+    params = DataParams(min_examples_per_split=20)
+    data = build_language(ud_dir, "es", ["Number", "Gender", "Tense"], params)
+    assert data.sentences.num_rows == 1400 + 427
+    number = data.datasets["Number"].to_pandas()
+    assert set(number["value"]) == {"SG", "PL"}
+    counts = number.groupby(["value", "split"]).size()
+    assert counts.min() >= 20
+    for _, group in number.groupby("lemma"):
+        assert group["split"].nunique() == 1
+    stats = {s["attribute"]: s for s in data.stats}
+    assert stats["Number"]["n_train"] + stats["Number"]["n_dev"] + stats["Number"]["n_test"] == len(number)
+    # a word's key points back at the sentence table
+    row = number.iloc[0]
+    words = data.sentences.to_pandas().set_index("sentence_index").loc[row["sentence_index"], "words"]
+    assert words[row["position"]] == row["form"]
+
+
+def test_sentence_cap_is_a_seeded_sample(ud_dir):
+    params = DataParams(max_sentences_per_language=50, seed=4)
+    a = build_language(ud_dir, "mr", ["POS"], params).sentences.column("sentence_index").to_pylist()
+    b = build_language(ud_dir, "mr", ["POS"], params).sentences.column("sentence_index").to_pylist()
+    assert a == b and len(a) == 50 and a == sorted(a) and a[-1] > 50
+
+
+def test_missing_language_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CoNLLUError, match="no such folder"):
+        treebank_files(tmp_path, "xx")
+    (tmp_path / "yy").mkdir()
+    with pytest.raises(CoNLLUError, match=r"at least one \*\.conllu file"):
+        treebank_files(tmp_path, "yy")
