@@ -1,0 +1,163 @@
+"""The result store: hive-partitioned Parquet tables under one root, written atomically.
+
+Every file carries a *fingerprint* (a hash of everything that determines its content) in its Parquet
+metadata. A stage skips a partition whose file exists with the fingerprint it would write, and
+redoes one whose fingerprint differs (settings changed). Files are written under a hidden temporary
+name (``.part-0.parquet.<id>.tmp``, invisible to pyarrow datasets and to DuckDB's ``*.parquet``
+globs) and renamed when complete, so a killed writer never leaves a partial file in view.
+The root is a local path or any URI that ``pyarrow.fs`` understands (``s3://``, ``gs://``, ``file://``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+FINGERPRINT_KEY = b"xling.fingerprint"
+
+#: Table name → its hive partition columns, outermost first.
+LAYOUT: dict[str, tuple[str, ...]] = {
+    "sentences": ("language",),
+    "words": ("language", "attribute"),
+    "dataset_stats": ("language",),
+    "activations": ("model", "checkpoint", "layer", "language"),
+    "extraction_stats": ("model", "checkpoint", "language"),
+    "pretrain_loss": ("model",),
+    "rankings": ("model", "checkpoint", "layer", "language", "attribute", "method"),
+    "probe_metrics": ("model", "checkpoint", "layer", "language", "attribute", "method"),
+    "failures": ("stage",),
+}
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of dataclasses, dicts, lists and scalars (canonical JSON)."""
+
+    def plain(x: object) -> object:
+        if is_dataclass(x) and not isinstance(x, type):
+            return plain(asdict(x))
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Store:
+    """Paths and atomic Parquet I/O for one study root."""
+
+    def __init__(self, root: str | Path):
+        root = str(root)
+        if "://" in root:
+            self.fs, self.base = pafs.FileSystem.from_uri(root)
+        else:
+            self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+        self.root = root
+        self.fs.create_dir(self.base, recursive=True)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def table_dir(self, table: str) -> str:
+        return f"{self.base}/{table}"
+
+    def path(self, table: str, part: str = "part-0", **keys: object) -> str:
+        """The file of one partition; every partition column of the table must be given."""
+        columns = LAYOUT[table]
+        missing = [c for c in columns if c not in keys]
+        if missing or set(keys) - set(columns):
+            raise KeyError(f"table {table} is partitioned by {columns}; got {sorted(keys)}")
+        for column in columns:
+            value = str(keys[column])
+            if not value or "/" in value or "=" in value:
+                raise ValueError(f"{table}.{column}: partition value {value!r} must be non-empty, without '/' or '='")
+        sub = "/".join(f"{c}={keys[c]}" for c in columns)
+        return f"{self.table_dir(table)}/{sub}/{part}.parquet"
+
+    def stored_fingerprint(self, path: str) -> str | None:
+        """The fingerprint of a finished file, or None when there is no such file."""
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        metadata = pq.read_schema(path, filesystem=self.fs).metadata or {}
+        return metadata.get(FINGERPRINT_KEY, b"").decode()
+
+    def done(self, path: str, fp: str) -> bool:
+        """True when the file exists and was written with this fingerprint."""
+        return self.stored_fingerprint(path) == fp
+
+    def write(self, table: pa.Table, path: str, fp: str) -> None:
+        """Write a whole table atomically."""
+        with self.writer(path, table.schema, fp) as out:
+            out.write_table(table)
+
+    def writer(self, path: str, schema: pa.Schema, fp: str) -> AtomicParquetWriter:
+        """A streaming writer that becomes visible at ``path`` only when closed without error."""
+        return AtomicParquetWriter(self.fs, path, schema, fp)
+
+    def read(
+        self, table: str, path: str | None = None, columns: list[str] | None = None, filter: ds.Expression | None = None
+    ) -> pa.Table:
+        """Read one file (``path``) or a whole hive-partitioned table."""
+        if path is not None:
+            return pq.read_table(path, filesystem=self.fs, columns=columns)
+        dataset = ds.dataset(self.table_dir(table), filesystem=self.fs, format="parquet", partitioning="hive")
+        return dataset.to_table(columns=columns, filter=filter)
+
+    def exists(self, table: str) -> bool:
+        return self.fs.get_file_info(self.table_dir(table)).type == pafs.FileType.Directory
+
+    def local_path(self, path: str) -> Path:
+        """A store path as a local Path (model checkpoints must be local to be loaded)."""
+        if not self.is_local:
+            raise ValueError(f"{self.root} is not a local directory")
+        return Path(path)
+
+
+class AtomicParquetWriter:
+    """Parquet writer to a hidden temporary file, renamed into place on a clean close."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, schema: pa.Schema, fp: str):
+        self.fs, self.path = fs, path
+        directory, name = path.rsplit("/", 1)
+        fs.create_dir(directory, recursive=True)
+        for stale in fs.get_file_info(pafs.FileSelector(directory)):
+            if stale.base_name.startswith(f".{name}.") and stale.base_name.endswith(".tmp"):
+                fs.delete_file(stale.path)
+        self.tmp = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        schema = schema.with_metadata({**(schema.metadata or {}), FINGERPRINT_KEY: fp.encode()})
+        self._writer = pq.ParquetWriter(self.tmp, schema, filesystem=fs, compression="zstd")
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._writer.schema
+
+    def write_table(self, table: pa.Table) -> None:
+        self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
+
+    def commit(self) -> None:
+        self._writer.close()
+        self.fs.move(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.fs.delete_file(self.tmp)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

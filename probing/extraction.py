@@ -1,0 +1,218 @@
+"""Per-word activations from a transformers model: load, tokenize pre-split words, forward, pool.
+
+Layer convention: layer 0 is the embedding output (``hidden_states[0]``) and layer L (1..n) is the
+output of transformer block L (``hidden_states[L]``); for BLOOM the last one, L = n_layer, includes
+the final layer norm, as in transformers. So "layer 13 of 25" in Wang et al. (2024) is ``13`` here.
+
+A word's vector is the mean of its sub-word vectors (Vulić et al. 2020). Pre-split words are
+tokenized with a space before every word after the first, so that byte-level BPE tokenizers (BLOOM,
+GPT-2) produce the same sub-words as on running text; whitespace-splitting tokenizers (BERT)
+ignore that space. Sentences longer than the model's limit are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Length limit for models with no position table (BLOOM uses ALiBi): its training length.
+DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    """How activations are computed (hashed into the fingerprint of their partitions)."""
+
+    batch_tokens: int = 8192
+    dtype: str = "float32"
+    max_length: int | None = None
+
+
+def resolve_model(model_id: str, revision: str | None) -> tuple[str, str | None]:
+    """Where to load a checkpoint from: ``<dir>/<revision>`` for a local directory, else the hub id.
+
+    A local directory of checkpoints is addressed like a hub repository with revisions, so that a
+    study treats its own pre-trained checkpoints exactly as it treats ``bigscience/bloom-*`` ones.
+    """
+    local = Path(model_id)
+    if local.is_dir():
+        if revision and revision != "main":
+            sub = local / revision
+            if not (sub / "config.json").is_file():
+                raise FileNotFoundError(f"checkpoint '{revision}' of local model {local}: no {sub}/config.json")
+            return str(sub), None
+        return str(local), None
+    return model_id, revision
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode and its fast tokenizer, with the shape facts read from its config."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    num_layers: int
+    hidden_size: int
+    max_length: int
+    device: torch.device
+
+
+def model_max_length(config: object, tokenizer: object | None = None) -> int:
+    """The longest input the model accepts, read from its config (and tokenizer), never assumed."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(config, "n_positions", None)]
+    if tokenizer is not None:
+        limits.append(getattr(tokenizer, "model_max_length", None))
+    sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(sane) if sane else DEFAULT_MAX_LENGTH
+
+
+def load_model(
+    model_id: str, revision: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """Load the base model (no task head) and its fast tokenizer, once."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    source, rev = resolve_model(model_id, revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=rev)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{model_id}@{revision}: a fast (Rust) tokenizer is required for word alignment")
+    model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype).to(device).eval()
+    config = model.config
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        max_length=model_max_length(config, tokenizer),
+        device=torch.device(device),
+    )
+
+
+def encode_words(tokenizer: object, sentences: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int]]]:
+    """Token ids and, per token, the index of its word (-1 for special tokens) for each sentence."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    pieces = [[words[0], *(" " + w for w in words[1:])] for words in sentences]
+    encodings = backend.encode_batch(pieces, is_pretokenized=True, add_special_tokens=True)
+    return [(enc.ids, [-1 if w is None else w for w in enc.word_ids]) for enc in encodings]
+
+
+def pool_words(hidden: torch.Tensor, word_index: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Mean of sub-word vectors per word: ``hidden`` (T, d), ``word_index`` (T,) into 0..n_words-1 or -1."""
+    keep = word_index >= 0
+    sums = torch.zeros(n_words, hidden.shape[-1], dtype=torch.float32, device=hidden.device)
+    sums.index_add_(0, word_index[keep], hidden[keep].float())
+    counts = torch.bincount(word_index[keep], minlength=n_words).clamp(min=1).unsqueeze(1)
+    return sums / counts
+
+
+def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Group indices, longest first, so that each batch's padded size (rows × longest) fits the budget.
+
+    A sequence longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        if current and max(longest, lengths[i]) * (len(current) + 1) > budget:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, lengths[i])
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class BatchResult:
+    """Word vectors of the kept sentences, words concatenated in input order, and the dropped ones."""
+
+    vectors: dict[int, np.ndarray]
+    kept: list[int]
+    dropped: list[int]
+    n_tokens: int
+
+
+class WordActivationExtractor:
+    """Runs pre-split sentences through a loaded model and pools one vector per word per layer."""
+
+    def __init__(
+        self, loaded: LoadedModel, layers: Sequence[int], max_length: int | None = None, batch_tokens: int = 8192
+    ):
+        bad = [layer for layer in layers if not 0 <= layer <= loaded.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range 0..{loaded.num_layers} (0 = embeddings)")
+        self.loaded = loaded
+        self.layers = list(layers)
+        self.max_length = min(max_length or loaded.max_length, loaded.max_length)
+        self.batch_tokens = batch_tokens
+        self.pad_id = loaded.tokenizer.pad_token_id or 0
+
+    @torch.inference_mode()
+    def forward(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+        """One right-padded batched forward pass; returns every hidden state (embeddings first)."""
+        length = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), length), dtype=torch.long)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = torch.tensor(x)
+            mask[row, : len(x)] = 1
+        device = self.loaded.device
+        out = self.loaded.model(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
+        )
+        return out.hidden_states
+
+    def _pool_batch(
+        self, encoded: Sequence[tuple[list[int], list[int]]], n_words: Sequence[int]
+    ) -> dict[int, torch.Tensor]:
+        """Word vectors of a batch of encoded sentences, words concatenated in batch order.
+
+        A word that the tokenizer maps to no sub-word at all gets a zero vector.
+        """
+        hidden_states = self.forward([ids for ids, _ in encoded])
+        length = hidden_states[0].shape[1]
+        offsets = np.cumsum([0, *n_words])
+        flat_index = torch.full((len(encoded), length), -1, dtype=torch.long)
+        for row, (_, word_ids) in enumerate(encoded):
+            w = torch.tensor(word_ids, dtype=torch.long)
+            flat_index[row, : len(w)] = torch.where(w >= 0, w + int(offsets[row]), -1)
+        flat_index = flat_index.reshape(-1).to(self.loaded.device)
+        return {
+            layer: pool_words(
+                hidden_states[layer].reshape(-1, hidden_states[layer].shape[-1]), flat_index, int(offsets[-1])
+            )
+            for layer in self.layers
+        }
+
+    def extract(self, sentences: Sequence[Sequence[str]]) -> BatchResult:
+        """Word vectors (float32) per layer for all words of the kept sentences, in input order."""
+        encoded = encode_words(self.loaded.tokenizer, sentences)
+        kept = [i for i, (ids, _) in enumerate(encoded) if len(ids) <= self.max_length]
+        dropped = sorted(set(range(len(encoded))) - set(kept))
+        starts = np.cumsum([0, *(len(sentences[i]) for i in kept)])
+        start_of = dict(zip(kept, starts[:-1].tolist(), strict=True))
+        vectors = {layer: np.zeros((int(starts[-1]), self.loaded.hidden_size), np.float32) for layer in self.layers}
+        for batch in token_budget_batches([len(encoded[i][0]) for i in kept], self.batch_tokens):
+            members = [kept[j] for j in batch]
+            pooled = self._pool_batch([encoded[i] for i in members], [len(sentences[i]) for i in members])
+            cursor = 0
+            for i in members:
+                n = len(sentences[i])
+                for layer in self.layers:
+                    vectors[layer][start_of[i] : start_of[i] + n] = pooled[layer][cursor : cursor + n].cpu().numpy()
+                cursor += n
+        return BatchResult(vectors, kept, dropped, sum(len(encoded[i][0]) for i in kept))

@@ -1,0 +1,115 @@
+"""Shared fixtures: the real UD data, a real local Ray cluster, tiny real transformers models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+UD_DIR = Path(os.environ.get("XLING_UD_DIR", REPO.parent / "shared" / "data" / "ud")).resolve()
+XNLI_DIR = Path(os.environ.get("XLING_XNLI_DIR", REPO.parent / "shared" / "data" / "xnli")).resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not UD_DIR.is_dir():
+        raise pytest.UsageError(f"UD data not found at {UD_DIR}; set XLING_UD_DIR")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def ud_dir() -> Path:
+    return UD_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (2 CPUs) for the whole session."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def ud_texts(ud_dir: Path, languages: list[str], per_language: int) -> list[str]:
+    """Surface texts of the first sentences of each language's treebanks."""
+    from itertools import islice
+
+    from probing.datasets import read_language
+
+    return [s.text for lang in languages for s in islice(read_language(ud_dir, lang), per_language)]
+
+
+def build_tiny_bloom(directory: Path, texts: list[str], revisions: tuple[str, ...] = ("step-a", "step-b")) -> Path:
+    """A tiny random BLOOM with a BPE tokenizer trained on ``texts``; one subdirectory per revision."""
+    import torch
+    from transformers import BloomConfig, BloomForCausalLM
+
+    from probing.pretrain import train_tokenizer
+
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    for seed, revision in enumerate(revisions):
+        torch.manual_seed(seed)
+        config = BloomConfig(
+            vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4, pad_token_id=tokenizer.pad_token_id
+        )
+        BloomForCausalLM(config).save_pretrained(directory / revision)
+        tokenizer.save_pretrained(directory / revision)
+    return directory
+
+
+def build_tiny_bert(directory: Path, texts: list[str]) -> Path:
+    """A tiny random BERT with a WordPiece tokenizer ([CLS] ... [SEP]) trained on ``texts``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(
+        texts,
+        trainers.WordPieceTrainer(
+            vocab_size=500, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False
+        ),
+    )
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bloom_dir(tmp_path_factory, ud_dir) -> Path:
+    texts = ud_texts(ud_dir, ["en", "fr"], 300)
+    return build_tiny_bloom(tmp_path_factory.mktemp("tiny-bloom"), texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, ud_dir) -> Path:
+    texts = ud_texts(ud_dir, ["en", "fr"], 300)
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
