@@ -1,0 +1,157 @@
+"""Benchmark: the whole extraction path against a bare forward pass, and its memory as the corpus grows.
+
+In one run, on the same model and the same batches of real UD sentences:
+* full path: tokenize + forward + pool + write Parquet (the `CheckpointWorker` of `ray_jobs.extract`,
+  run in-process so that Ray's scheduling is not what is measured);
+* bare: only the batched forward passes (`output_hidden_states=True`) over identical padded batches.
+Prints tokens/s of both, then the peak RSS of the full path (in fresh processes) over 1x and 4x the
+corpus, and last ``ratio: X`` = full tokens/s ÷ bare tokens/s (target >= 0.85; RSS growth <= 10%).
+
+    python bench/extract.py [--sentences 2000] [--layers 6] [--hidden 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+UD_DIR = REPO.parent / "shared" / "data" / "ud"
+
+
+def build_model(directory: Path, texts: list[str], layers: int, hidden: int) -> Path:
+    """A random BLOOM of the given shape with a BPE tokenizer trained on the corpus."""
+    import torch
+    from transformers import BloomConfig, BloomForCausalLM
+
+    from probing.pretrain import train_tokenizer
+
+    tokenizer = train_tokenizer(texts, vocab_size=8000)
+    torch.manual_seed(0)
+    config = BloomConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, n_layer=layers, n_head=8, pad_token_id=tokenizer.pad_token_id
+    )
+    BloomForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def corpus(n: int) -> list[list[str]]:
+    from probing.datasets import read_language
+
+    return [[w.form for w in s.words] for s in islice(read_language(UD_DIR, "en"), n)]
+
+
+def study_config(root: Path, model_dir: Path, layers: list[int]):
+    from ray_jobs.config import ExtractionConfig, ModelSpec, Resources, StudyConfig
+
+    return StudyConfig(
+        name="bench",
+        languages=("en",),
+        attributes=("POS",),
+        layers=tuple(layers),
+        models=(ModelSpec(name="bench", id=str(model_dir)),),
+        ud_dir=str(UD_DIR),
+        output_root=str(root),
+        extraction=ExtractionConfig(resources=Resources(num_cpus=2)),
+    )
+
+
+def run_full(model_dir: Path, sentences: list[list[str]], root: Path, layers: list[int]) -> tuple[float, int]:
+    """Seconds and tokens of the whole extraction path over the sentences, in chunks as the job sends them."""
+    import numpy as np
+
+    from analysis.store import Store
+    from ray_jobs.extract import CHUNK_SENTENCES, CheckpointWorker
+
+    config = study_config(root, model_dir, layers)
+    worker = CheckpointWorker(str(model_dir), "main", layers, config)
+    store = Store(root)
+    paths = {
+        layer: store.path("activations", model="bench", checkpoint="main", layer=layer, language="en")
+        for layer in layers
+    }
+    began = time.perf_counter()
+    worker.begin(paths, {layer: "bench" for layer in layers})
+    for start in range(0, len(sentences), CHUNK_SENTENCES):
+        chunk = sentences[start : start + CHUNK_SENTENCES]
+        worker.process(np.arange(start, start + len(chunk)), chunk)
+    stats = worker.finish()
+    return time.perf_counter() - began, stats["tokens"]
+
+
+def run_bare(model_dir: Path, sentences: list[list[str]], layers: list[int]) -> tuple[float, int]:
+    """Seconds and tokens of the forward passes alone, over the same chunks and batches."""
+    import torch
+
+    from probing.extraction import WordActivationExtractor, encode_words, load_model, token_budget_batches
+    from ray_jobs.extract import CHUNK_SENTENCES
+
+    torch.set_num_threads(2)
+    extractor = WordActivationExtractor(load_model(str(model_dir), "main"), layers)
+    batches = []
+    for start in range(0, len(sentences), CHUNK_SENTENCES):
+        encoded = encode_words(extractor.loaded.tokenizer, sentences[start : start + CHUNK_SENTENCES])
+        ids = [e[0] for e in encoded]
+        batches += [[ids[i] for i in b] for b in token_budget_batches([len(x) for x in ids], extractor.batch_tokens)]
+    began = time.perf_counter()
+    for batch in batches:
+        extractor.forward(batch)
+    return time.perf_counter() - began, sum(len(x) for b in batches for x in b)
+
+
+def peak_rss_child(model_dir: Path, n: int, repeat: int, layers: list[int]) -> int:
+    """Peak RSS (KiB) of a fresh process running the full path over ``repeat`` copies of the corpus."""
+    code = (
+        f"import sys, json, resource, tempfile; sys.path.insert(0, {str(REPO)!r}); "
+        f"import bench.extract as b; from pathlib import Path; s = b.corpus({n}) * {repeat}; "
+        f"b.run_full(Path({str(model_dir)!r}), s, Path(tempfile.mkdtemp()), {layers}); "
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=512)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    sentences = corpus(args.sentences)
+    layers = [args.layers // 2, args.layers]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(Path(tmp) / "model", [" ".join(s) for s in sentences], args.layers, args.hidden)
+        run_bare(model_dir, sentences[:64], layers)  # warm-up
+        full_s, full_tokens = run_full(model_dir, sentences, Path(tmp) / "full", layers)
+        bare_s, bare_tokens = run_bare(model_dir, sentences, layers)
+        assert full_tokens == bare_tokens, (full_tokens, bare_tokens)
+        full_rate, bare_rate = full_tokens / full_s, bare_tokens / bare_s
+        print(
+            f"model: BLOOM {args.layers} layers x {args.hidden}, layers stored {layers}; "
+            f"corpus: {len(sentences)} en sentences, {full_tokens} tokens"
+        )
+        print(f"full path (tokenize+forward+pool+write): {full_rate:,.0f} tokens/s ({full_s:.2f} s)")
+        print(f"bare batched forward:                    {bare_rate:,.0f} tokens/s ({bare_s:.2f} s)")
+        small = max(200, args.sentences // 4)
+        rss1 = peak_rss_child(model_dir, small, 1, layers)
+        rss4 = peak_rss_child(model_dir, small, 4, layers)
+        print(
+            f"peak RSS, full path: {rss1 / 1024:.0f} MiB for {small} sentences, {rss4 / 1024:.0f} MiB for 4x "
+            f"({100 * (rss4 / rss1 - 1):+.1f}%; target <= +10%)"
+        )
+        print(f"ratio: {full_rate / bare_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Shared plumbing of the jobs: argument parsing, Ray start-up, failure records, UD signatures."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from analysis.store import Store
+from probing.datasets import treebank_files
+from ray_jobs.config import ModelSpec, StudyConfig, load_config, model_revisions
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("key", pa.string()),
+        ("error", pa.string()),
+        ("detail", pa.string()),
+        ("time", pa.float64()),
+    ]
+)
+
+
+def job_arguments(description: str) -> argparse.ArgumentParser:
+    """The arguments every job takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="study config (YAML)")
+    parser.add_argument("--output-root", help="results root (path or pyarrow URI); overrides the config")
+    parser.add_argument("--ud-dir", help="UD treebank folder; overrides the config")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    return load_config(args.config, output_root=args.output_root, ud_dir=args.ud_dir)
+
+
+def init_ray() -> None:
+    """Connect to the cluster named by RAY_ADDRESS (as under ``ray job submit``), or start a local one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=False)
+
+
+def ud_signature(ud_dir: str, language: str) -> list[tuple[str, str]]:
+    """Names and content hashes of a language's treebank files: what the data of a study depends on."""
+    return [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]) for p in treebank_files(ud_dir, language)]
+
+
+@dataclass
+class Failures:
+    """Failures of one stage: recorded, reported, and written to the ``failures`` table."""
+
+    stage: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, key: str, error: BaseException | str) -> None:
+        detail = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else ""
+        message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        self.rows.append(
+            {
+                "stage": self.stage,
+                "key": key,
+                "error": message.strip()[:2000],
+                "detail": detail[-8000:],
+                "time": time.time(),
+            }
+        )
+        print(f"[{self.stage}] FAILED {key}: {message.strip().splitlines()[0] if message.strip() else ''}")
+
+    def write(self, store: Store) -> None:
+        """Replace this stage's failure file with the failures of this run (none: an empty file)."""
+        table = pa.Table.from_pylist(self.rows, schema=FAILURE_SCHEMA)
+        store.write(table, store.path("failures", stage=self.stage), fp=f"{len(self.rows)}")
+
+
+def checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:
+    """Every (model, revision) of the study."""
+    return [(spec, revision) for spec in config.models for revision in model_revisions(spec)]
+
+
+def ray_map(function: Callable, config: StudyConfig, items: Sequence, **options: object) -> list:
+    """Run ``function(config, item)`` as one Ray task per item; a task's exception is returned, not raised."""
+    import ray
+
+    remote = ray.remote(**options)(function) if options else ray.remote(function)
+    refs = [remote.remote(config, item) for item in items]
+    outcomes = []
+    for ref in refs:
+        try:
+            outcomes.append(ray.get(ref))
+        except Exception as err:  # recorded by the caller as a failure of that item
+            outcomes.append(err)
+    return outcomes

@@ -1,0 +1,326 @@
+"""One study config: a YAML file → typed, validated dataclasses.
+
+Validation happens before any Ray work starts and reports every problem at once (unknown keys,
+wrong types, unknown languages/attributes/methods, layers beyond a model's depth, k above its
+width, a missing ``ud_dir`` or treebank). Relative paths in a config are resolved against the
+directory of the config file; ``${VAR}`` is expanded. This module does not import Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from probing.datasets import DataParams
+from probing.extraction import ExtractionParams
+from probing.pretrain import PretrainParams, checkpoint_steps, step_name
+from probing.unimorph import ATTRIBUTES
+
+#: Ranking methods a study may ask for.
+RANKING_METHODS: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
+
+
+class ConfigError(ValueError):
+    """A config with problems; ``problems`` lists every one of them."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Ray resources for one worker or trial."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to study: a hub id or local directory with revisions, or one to pre-train first."""
+
+    name: str
+    id: str | None = None
+    revisions: tuple[str, ...] = ()
+    pretrain: PretrainParams | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Activation extraction: how (params) and with which workers."""
+
+    batch_tokens: int = 8192
+    dtype: str = "float32"
+    max_length: int | None = None
+    workers: int = 1
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def params(self) -> ExtractionParams:
+        return ExtractionParams(batch_tokens=self.batch_tokens, dtype=self.dtype, max_length=self.max_length)
+
+
+@dataclass(frozen=True)
+class ProbingConfig:
+    """Which rankings to compute."""
+
+    methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless")
+    k: int = 50
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study."""
+
+    name: str
+    languages: tuple[str, ...]
+    attributes: tuple[str, ...]
+    layers: tuple[int, ...]
+    models: tuple[ModelSpec, ...]
+    ud_dir: str
+    output_root: str
+    data: DataParams = field(default_factory=DataParams)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    probing: ProbingConfig = field(default_factory=ProbingConfig)
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+
+def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
+    """The checkpoints of a model: its configured revisions, or its pre-training checkpoints."""
+    if spec.pretrain is not None:
+        return tuple(step_name(s) for s in checkpoint_steps(spec.pretrain.steps, spec.pretrain.checkpoints))
+    return spec.revisions or ("main",)
+
+
+# --- YAML → dataclasses -------------------------------------------------------------------------
+
+_INVALID = object()
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _coerce(hint: object, value: object, where: str, problems: list[str]) -> object:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, problems)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            problems.append(f"{where}: expected a list, got {_describe(value)}")
+            return _INVALID
+        item_types = [args[0]] * len(value) if (len(args) == 2 and args[1] is Ellipsis) else list(args)
+        if len(item_types) != len(value):
+            problems.append(f"{where}: expected a list of {len(item_types)} items, got {len(value)}")
+            return _INVALID
+        pairs = enumerate(zip(item_types, value, strict=True))
+        items = [_coerce(t, v, f"{where}[{i}]", problems) for i, (t, v) in pairs]
+        return _INVALID if any(x is _INVALID for x in items) else tuple(items)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, problems)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 1e-3 as a string
+            except ValueError:
+                pass
+    elif hint is str and isinstance(value, str):
+        return value
+    problems.append(f"{where}: expected {getattr(hint, '__name__', hint)}, got {_describe(value)}")
+    return _INVALID
+
+
+def _build(cls: type, data: object, where: str, problems: list[str]) -> object:
+    """Construct dataclass ``cls`` from a mapping, recording problems instead of stopping at the first."""
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected a mapping, got {_describe(data)}")
+        return _INVALID
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in sorted(set(data) - set(fields), key=str):
+        problems.append(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        value = _coerce(hints[name], data[name], f"{where}.{name}", problems) if name in data else _INVALID
+        if name not in data and required:
+            problems.append(f"{where}.{name}: required")
+        if value is not _INVALID:
+            kwargs[name] = value
+        elif required:  # a stand-in, so that the other fields can still be checked
+            kwargs[name] = () if typing.get_origin(hints[name]) is tuple else hints[name]()
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return _INVALID
+
+
+# --- semantic checks ----------------------------------------------------------------------------
+
+
+def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None:
+    """(number of layers, hidden size), read from the pre-training params or the model's config."""
+    if spec.pretrain is not None:
+        return spec.pretrain.n_layer, spec.pretrain.hidden_size
+    from transformers import AutoConfig
+
+    from probing.extraction import resolve_model
+
+    revision = model_revisions(spec)[0]
+    try:
+        source, rev = resolve_model(spec.id, revision)
+        config = AutoConfig.from_pretrained(source, revision=rev)
+    except Exception as err:
+        problems.append(
+            f"models.{spec.name}: cannot read the config of {spec.id}@{revision}: {str(err).splitlines()[0]}"
+        )
+        return None
+    return int(config.num_hidden_layers), int(config.hidden_size)
+
+
+def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None:
+    ud_dir = Path(config.ud_dir)
+    if not ud_dir.is_dir():
+        problems.append(f"ud_dir: {ud_dir} is not a directory")
+    if not config.languages:
+        problems.append("languages: at least one language is required")
+    elif ud_dir.is_dir():
+        for lang in config.languages:
+            if not (ud_dir / lang).is_dir():
+                problems.append(f"languages: unknown language '{lang}': no treebank folder {ud_dir / lang}")
+            elif not any((ud_dir / lang).glob("*.conllu")):
+                problems.append(f"languages: language '{lang}' has no *.conllu file in {ud_dir / lang}")
+    if not config.attributes:
+        problems.append("attributes: at least one attribute is required")
+    for attribute in config.attributes:
+        if attribute not in ATTRIBUTES:
+            problems.append(f"attributes: unknown attribute '{attribute}' (known: {', '.join(ATTRIBUTES)})")
+    if not config.layers:
+        problems.append("layers: at least one layer is required")
+    for layer in config.layers:
+        if layer < 0:
+            problems.append(f"layers: layer {layer} is negative (0 = embeddings)")
+    for method in config.probing.methods:
+        if method not in RANKING_METHODS:
+            problems.append(f"probing.methods: unknown method '{method}' (known: {', '.join(RANKING_METHODS)})")
+    if config.probing.k < 1:
+        problems.append(f"probing.k: must be at least 1, got {config.probing.k}")
+    fractions = config.data.split_fractions
+    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        problems.append(f"data.split_fractions: expected three positive fractions summing to 1, got {list(fractions)}")
+    if config.data.min_examples_per_split < 1:
+        problems.append("data.min_examples_per_split: must be at least 1")
+    if config.extraction.dtype not in ("float32", "float16"):
+        problems.append(f"extraction.dtype: expected float32 or float16, got {config.extraction.dtype!r}")
+    if config.extraction.batch_tokens < 1 or config.extraction.workers < 1:
+        problems.append("extraction: batch_tokens and workers must be at least 1")
+
+    if not config.models:
+        problems.append("models: at least one model is required")
+    names = [m.name for m in config.models]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"models: name '{name}' is used twice")
+    for spec in config.models:
+        where = f"models.{spec.name}"
+        if not spec.name or any(c in spec.name for c in "/=\\ "):
+            problems.append(f"{where}: name must be non-empty without '/', '=', '\\' or spaces")
+        if (spec.id is None) == (spec.pretrain is None):
+            problems.append(f"{where}: give exactly one of 'id' (hub id or local path) and 'pretrain'")
+            continue
+        if spec.pretrain is not None:
+            p = spec.pretrain
+            if spec.revisions:
+                problems.append(f"{where}.revisions: a pre-trained model's revisions are its checkpoints; remove them")
+            if p.hidden_size % p.n_head:
+                problems.append(f"{where}.pretrain: hidden_size {p.hidden_size} is not divisible by n_head {p.n_head}")
+            if p.steps < 1 or p.checkpoints < 1:
+                problems.append(f"{where}.pretrain: steps and checkpoints must be at least 1")
+        if check_models or spec.pretrain is not None:
+            shape = _model_shape(spec, problems)
+            if shape is None:
+                continue
+            depth, width = shape
+            for layer in config.layers:
+                if layer > depth:
+                    problems.append(
+                        f"layers: layer {layer} is beyond model '{spec.name}' ({depth} layers; "
+                        f"valid 0..{depth}, 0 = embeddings)"
+                    )
+            if config.probing.k > width:
+                problems.append(
+                    f"probing.k: {config.probing.k} is larger than the hidden size {width} of model '{spec.name}'"
+                )
+
+
+def _field_of(problem: str) -> str:
+    """The top-level field a problem message is about ("layers[1]: ..." → "layers")."""
+    return problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+
+
+def _resolve(path: str, base: Path) -> str:
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    if "://" in expanded or Path(expanded).is_absolute():
+        return expanded
+    return str((base / expanded).resolve())
+
+
+def load_config(
+    path: str | Path, *, output_root: str | None = None, ud_dir: str | None = None, check_models: bool = True
+) -> StudyConfig:
+    """Read, resolve and validate a study config; raise ConfigError listing every problem.
+
+    ``output_root`` and ``ud_dir`` override the file's values (a job runs in a copy of the working
+    directory, so a resubmitted job must be pointed at the same absolute output root).
+    ``check_models=False`` skips reading hub model configs (for offline checks of cluster configs).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["no such file"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
+    if isinstance(raw, dict):
+        raw = {"name": path.stem, **raw}
+        for key in ("output_root", "ud_dir"):
+            if isinstance(raw.get(key), str):
+                raw[key] = _resolve(raw[key], path.parent)
+        for key, value in (("output_root", output_root), ("ud_dir", ud_dir)):
+            if value is not None:
+                raw[key] = _resolve(value, Path.cwd())
+        for model in raw.get("models") or []:
+            if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
+                model["id"] = _resolve(model["id"], path.parent)
+    problems: list[str] = []
+    config = _build(StudyConfig, raw, "config", problems)
+    problems = [p.replace("config.", "", 1) for p in problems]
+    if config is not _INVALID:
+        semantic: list[str] = []
+        _check(config, semantic, check_models)
+        broken = {_field_of(p) for p in problems}
+        problems += [p for p in semantic if _field_of(p) not in broken]
+    if problems:
+        raise ConfigError(str(path), problems)
+    return config

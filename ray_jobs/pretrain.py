@@ -1,0 +1,100 @@
+"""Stage 0: pre-train the study's own models (those with a ``pretrain`` section), as one Ray task each.
+
+The run directory ``<output_root>/models/<name>-<hash>`` is named by a hash of the pre-training
+params and the UD text it reads, so a finished run is reused and a changed config trains anew.
+The loss curve goes to ``pretrain_loss`` (Parquet) and ``loss.png`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from itertools import islice
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.store import Store, fingerprint
+from ray_jobs.common import Failures, config_from_args, init_ray, job_arguments, ud_signature
+from ray_jobs.config import ModelSpec, StudyConfig
+
+
+def run_dir(config: StudyConfig, spec: ModelSpec) -> str:
+    """Where a model's checkpoints live (a local directory)."""
+    store = Store(config.output_root)
+    if not store.is_local:
+        raise ValueError(
+            f"pre-training writes Hugging Face model directories and needs a local output root, "
+            f"not {config.output_root}"
+        )
+    signature = [ud_signature(config.ud_dir, lang) for lang in sorted(config.languages)]
+    return f"{store.base}/models/{spec.name}-{fingerprint('pretrain', spec.pretrain, signature)[:10]}"
+
+
+def pretrain_model(config: StudyConfig, spec: ModelSpec, directory: str, threads: int) -> str:
+    """Read the UD text of the study's languages and pre-train (or finish) the model; return its directory."""
+    import torch
+
+    from analysis.plots import plot_loss_curve
+    from probing.datasets import read_language
+    from probing.pretrain import pretrain
+
+    torch.set_num_threads(threads)
+    limit = spec.pretrain.sentences_per_language
+    texts = [s.text for lang in sorted(config.languages) for s in islice(read_language(config.ud_dir, lang), limit)]
+    print(f"[pretrain] {spec.name}: {len(texts)} sentences, {spec.pretrain.steps} steps -> {directory}")
+
+    def report(step: int, loss: float) -> None:
+        if step % 50 == 0 or step == spec.pretrain.steps:
+            print(f"[pretrain] {spec.name} step {step}/{spec.pretrain.steps} loss {loss:.3f}", flush=True)
+
+    pretrain(texts, spec.pretrain, directory, progress=report, device="cuda" if torch.cuda.is_available() else "cpu")
+    log = pq.read_table(f"{directory}/loss.parquet")
+    steps, loss, heldout = (log.column(c).to_numpy() for c in ("step", "loss", "heldout_loss"))
+    at = ~np.isnan(heldout)
+    plot_loss_curve(
+        steps[1:], loss[1:], steps[at], heldout[at], f"{directory}/loss.png", f"pre-training of {spec.name}"
+    )
+    store = Store(config.output_root)
+    store.write(
+        log.append_column("run_dir", pa.array([directory] * len(log))),
+        store.path("pretrain_loss", model=spec.name),
+        fingerprint(directory),
+    )
+    return directory
+
+
+def run_pretraining(config: StudyConfig, failures: Failures) -> dict[str, str]:
+    """Model name → where to load its checkpoints from, pre-training the models that ask for it."""
+    import ray
+
+    sources = {spec.name: str(spec.id) for spec in config.models if spec.pretrain is None}
+    for spec in (s for s in config.models if s.pretrain is not None):
+        try:
+            directory = run_dir(config, spec)
+            store = Store(config.output_root)
+            if store.done(store.path("pretrain_loss", model=spec.name), fingerprint(directory)):
+                print(f"[pretrain] {spec.name}: already trained in {directory}")
+            else:
+                gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+                cpus = 1 if gpus else max(1, int(min(ray.available_resources().get("CPU", 1), 16)))
+                task = ray.remote(num_cpus=cpus, num_gpus=gpus)(pretrain_model)
+                ray.get(task.remote(config, spec, directory, cpus))
+            sources[spec.name] = directory
+        except Exception as err:
+            failures.add(f"model={spec.name}", err)
+    return sources
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_arguments("Pre-train the study's own models, saving intermediate checkpoints.").parse_args(argv)
+    config = config_from_args(args)
+    init_ray()
+    failures = Failures("pretrain")
+    run_pretraining(config, failures)
+    failures.write(Store(config.output_root))
+    return 1 if failures.rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

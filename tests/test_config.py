@@ -1,0 +1,119 @@
+"""Study config: typed loading, path resolution, and every problem reported at once."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_jobs.config import ConfigError, load_config, model_revisions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    config = {
+        "name": "t",
+        "ud_dir": str(REPO.parent / "shared" / "data" / "ud"),
+        "output_root": "out",
+        "languages": ["en", "fr"],
+        "attributes": ["POS", "Number"],
+        "layers": [1, 2],
+        "models": [{"name": "m", "pretrain": {"n_layer": 2, "hidden_size": 64, "n_head": 4, "steps": 10}}],
+    }
+    config.update(overrides)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_valid_config_loads_typed_and_resolves_paths(tmp_path):
+    config = load_config(
+        write_config(
+            tmp_path,
+            probing={"k": 20, "methods": ["linear"], "seeds": [0, 1]},
+            data={"split_fractions": [0.7, 0.15, 0.15]},
+        )
+    )
+    assert config.layers == (1, 2) and config.probing.seeds == (0, 1) and config.probing.k == 20
+    assert config.output_root == str(tmp_path / "out")
+    assert config.data.split_fractions == (0.7, 0.15, 0.15)
+    assert config.models[0].pretrain.hidden_size == 64
+    # default: 5 checkpoints, step 0 then spaced by a factor of ~3 up to the last step
+    assert model_revisions(config.models[0]) == tuple(f"step-{s:06d}" for s in (0, 1, 2, 5, 10))
+
+
+def test_command_line_overrides_take_precedence(tmp_path):
+    config = load_config(write_config(tmp_path), output_root="/tmp/elsewhere")
+    assert config.output_root == "/tmp/elsewhere"
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write_config(
+        tmp_path,
+        languages=["en", "xx"],
+        attributes=["Number", "Numbr"],
+        layers=[1, 9],
+        probing={"k": 100, "methods": ["linear", "magic"]},
+        extraction={"dtype": "int8"},
+        colour="blue",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = "\n".join(err.value.problems)
+    assert "unknown language 'xx'" in problems
+    assert "unknown attribute 'Numbr'" in problems
+    assert "layer 9 is beyond model 'm' (2 layers" in problems
+    assert "probing.k: 100 is larger than the hidden size 64" in problems
+    assert "unknown method 'magic'" in problems
+    assert "extraction.dtype: expected float32 or float16" in problems
+    assert "colour: unknown key" in problems
+    assert len(err.value.problems) == 7
+
+
+def test_missing_ud_dir_and_wrong_types(tmp_path):
+    path = write_config(tmp_path, ud_dir=str(tmp_path / "nowhere"), layers=[1, "two"], probing={"k": "fifty"})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = "\n".join(err.value.problems)
+    assert "ud_dir:" in problems and "is not a directory" in problems
+    assert "layers[1]: expected int, got str 'two'" in problems
+    assert "probing.k: expected int, got str 'fifty'" in problems
+
+
+def test_model_specs_need_exactly_one_source_and_unique_names(tmp_path):
+    path = write_config(
+        tmp_path, models=[{"name": "a"}, {"name": "a", "id": "x", "pretrain": {}}, {"name": "b/c", "id": "bert"}]
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, check_models=False)
+    problems = "\n".join(err.value.problems)
+    assert problems.count("exactly one of 'id'") == 2
+    assert "name 'a' is used twice" in problems
+    assert "name must be non-empty without '/'" in problems
+
+
+def test_local_model_is_checked_against_its_own_config(tmp_path, tiny_bloom_dir):
+    path = write_config(
+        tmp_path,
+        layers=[3],
+        probing={"k": 33},
+        models=[{"name": "t", "id": str(tiny_bloom_dir), "revisions": ["step-a", "step-b"]}],
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "layer 3 is beyond model 't' (2 layers" in str(err.value)
+    assert "k: 33 is larger than the hidden size 32" in str(err.value)
+
+
+def test_unreadable_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("languages: [en\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_shipped_configs_are_valid():
+    for name in ("tiny.yaml",):
+        load_config(REPO / "configs" / name)

@@ -1,0 +1,147 @@
+"""Extraction job on a real local Ray cluster over real UD files: row counts, resume, kill-and-resume."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from analysis.store import Store
+from ray_jobs import extract
+from ray_jobs.common import Failures
+from ray_jobs.config import load_config
+from ray_jobs.prepare import run_prepare
+
+pytestmark = pytest.mark.slow
+
+
+def study(tmp_path: Path, ud_dir: Path, model_dir: Path, root: str, sentences: int = 120):
+    path = tmp_path / f"{root}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "extract-test",
+                "ud_dir": str(ud_dir),
+                "output_root": str(tmp_path / root),
+                "languages": ["en", "fr"],
+                "attributes": ["POS", "Number"],
+                "layers": [0, 2],
+                "models": [{"name": "tiny", "id": str(model_dir), "revisions": ["step-a", "step-b"]}],
+                "data": {"max_sentences_per_language": sentences, "min_examples_per_split": 3},
+                "extraction": {"batch_tokens": 2048, "dtype": "float16"},
+                "probing": {"k": 10},
+            }
+        )
+    )
+    return load_config(path)
+
+
+def extract_all(config, model_dir):
+    failures = Failures("extract")
+    data_fps = run_prepare(config, failures)
+    done = extract.run_extraction(config, {"tiny": str(model_dir)}, data_fps, failures)
+    return done, failures
+
+
+def test_activations_cover_every_word_and_a_rerun_does_nothing(ray_cluster, tmp_path, ud_dir, tiny_bloom_dir):
+    config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
+    done, failures = extract_all(config, tiny_bloom_dir)
+    assert done == 4 and not failures.rows
+    root = config.output_root
+    con = duckdb.connect()
+    words = dict(
+        con.execute(
+            f"SELECT language, sum(len(words)) FROM read_parquet('{root}/sentences/*/*.parquet', hive_partitioning=1) "
+            "GROUP BY language"
+        ).fetchall()
+    )
+    rows = con.execute(
+        f"SELECT checkpoint, layer, language, count(*), min(len(vector)), max(len(vector)) "
+        f"FROM read_parquet('{root}/activations/*/*/*/*/*.parquet', hive_partitioning=1) GROUP BY ALL"
+    ).fetchall()
+    assert len(rows) == 2 * 2 * 2
+    for checkpoint, layer, language, count, shortest, longest in rows:
+        assert count == words[language], (checkpoint, layer, language)
+        assert shortest == longest == 32
+    # every labelled word of the datasets has its vector
+    missing = con.execute(
+        f"SELECT count(*) FROM read_parquet('{root}/words/*/*/*.parquet', hive_partitioning=1) w "
+        f"ANTI JOIN read_parquet('{root}/activations/*/*/*/*/*.parquet', hive_partitioning=1) a "
+        "ON a.language = w.language AND a.sentence_index = w.sentence_index AND a.position = w.position "
+        "AND a.checkpoint = 'step-b' AND a.layer = 2"
+    ).fetchone()[0]
+    assert missing == 0
+    stats = con.execute(
+        f"SELECT sum(words), sum(dropped_sentences) FROM read_parquet('{root}/extraction_stats/*/*/*/*.parquet')"
+    ).fetchone()
+    assert stats == (2 * sum(words.values()), 0)
+
+    again, failures = extract_all(config, tiny_bloom_dir)
+    assert again == 0 and not failures.rows
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::CheckpointWorker"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _visible_and_hidden(root: str) -> tuple[list[Path], list[Path]]:
+    files = list(Path(root, "activations").rglob("*"))
+    return (
+        [f for f in files if f.name == "part-0.parquet"],
+        [f for f in files if f.is_file() and f.name.startswith(".")],
+    )
+
+
+def test_killing_a_worker_mid_run_hides_partial_files_and_a_rerun_matches(
+    ray_cluster, tmp_path, ud_dir, tiny_bloom_dir, monkeypatch
+):
+    monkeypatch.setattr(extract, "CHUNK_SENTENCES", 16)
+    reference = study(tmp_path, ud_dir, tiny_bloom_dir, "reference", sentences=400)
+    assert extract_all(reference, tiny_bloom_dir)[0] == 4
+
+    config = study(tmp_path, ud_dir, tiny_bloom_dir, "killed", sentences=400)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=extract_all(config, tiny_bloom_dir)))
+    runner.start()
+    killed = False
+    deadline = time.time() + 120
+    while runner.is_alive() and time.time() < deadline and not killed:
+        visible, hidden = _visible_and_hidden(config.output_root)
+        if visible and hidden:  # one unit finished, the next one half-written
+            for pid in _worker_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
+    runner.join()
+    assert killed, "the extraction finished before a worker could be killed"
+    done, failures = outcome["result"]
+    assert len(failures.rows) == 1 and failures.rows[0]["error"].startswith("ActorDiedError")
+    visible, hidden = _visible_and_hidden(config.output_root)
+    assert hidden, "the killed worker's partial file should remain hidden"
+    for path in visible:  # whatever is visible is complete
+        reference_path = Path(str(path).replace("killed", "reference"))
+        assert pq.read_table(path).num_rows == pq.read_table(reference_path).num_rows
+
+    done, failures = extract_all(config, tiny_bloom_dir)
+    assert not failures.rows and 0 < done < 4
+    visible, hidden = _visible_and_hidden(config.output_root)
+    assert len(visible) == 8 and not hidden
+    for path in visible:
+        reference_path = Path(str(path).replace("killed", "reference"))
+        assert pq.read_table(path).equals(pq.read_table(reference_path))
+    assert Store(config.output_root).stored_fingerprint(str(visible[0])) == Store(
+        reference.output_root
+    ).stored_fingerprint(str(Path(str(visible[0]).replace("killed", "reference"))))
