@@ -1,0 +1,59 @@
+"""Neuron rankers with one interface: ``fit(X_train, y_train, X_dev, y_dev) -> Ranking``.
+
+X are float arrays (n, d), y integer class ids 0..C-1 (all present in train). Each ranker is built
+from its frozen hyperparameter dataclass; `make_ranker` builds one by method name from a dict of
+overrides. Methods: "latent" (latent-variable probe, greedy), "gaussian" (Gaussian probe, greedy),
+"linear" (elastic-net weights), "probeless" (class-mean differences), "random" (control); `reverse`
+gives the bottom-to-top control of any ranking. Every ranker is deterministic given its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from probing.rankers.base import Ranker, RankerParams, Ranking, greedy_select, reverse
+from probing.rankers.gaussian import GaussianModel, GaussianParams, GaussianRanker, fit_gaussian_niw
+from probing.rankers.latent import LatentParams, LatentProbe, LatentRanker
+from probing.rankers.linear import LinearParams, LinearRanker
+from probing.rankers.probeless import ProbelessRanker, RandomRanker
+
+RANKERS: dict[str, type] = {
+    cls.method: cls for cls in (LatentRanker, GaussianRanker, LinearRanker, ProbelessRanker, RandomRanker)
+}
+
+
+def make_ranker(method: str, params: dict | None = None, seed: int = 0) -> Ranker:
+    """A ranker by method name, its hyperparameters = defaults overridden by ``params``, with ``seed``."""
+    if method not in RANKERS:
+        raise ValueError(f"unknown ranking method {method!r}; known: {sorted(RANKERS)}")
+    cls = RANKERS[method]
+    params = dict(params or {})
+    known = {f.name for f in fields(cls.params_type)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(known)}")
+    if params.setdefault("seed", seed) != seed:
+        raise ValueError(f"params give seed {params['seed']} but seed={seed}; pass the seed once")
+    return cls(cls.params_type(**params))
+
+
+__all__ = [
+    "RANKERS",
+    "GaussianModel",
+    "GaussianParams",
+    "GaussianRanker",
+    "LatentParams",
+    "LatentProbe",
+    "LatentRanker",
+    "LinearParams",
+    "LinearRanker",
+    "ProbelessRanker",
+    "RandomRanker",
+    "Ranker",
+    "RankerParams",
+    "Ranking",
+    "fit_gaussian_niw",
+    "greedy_select",
+    "make_ranker",
+    "reverse",
+]

@@ -1,0 +1,285 @@
+"""What every ranker shares: the Ranking result, input checks, standardisation, greedy selection.
+
+Greedy selection (used by the latent and Gaussian rankers) is one driver over a *scorer*: an object
+that gives, for every neuron, the mean dev log-likelihood of the labels after adding that neuron to
+the chosen set, and that can then add the winner. Each greedy method has a vectorised scorer (all
+candidates of a step in one batched computation) and a per-candidate loop scorer (a separate forward
+pass or log-density per candidate) that serves as its reference; both feed the same driver, so the
+same tie rule applies to both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+#: Candidates whose dev log-likelihood is within this of the best count as tied; the lowest index
+#: wins. It absorbs the ~1e-15 rounding differences between the vectorised and the loop scorers.
+TIE_TOLERANCE = 1e-9
+
+CRITERIA = ("nmi", "loglik")
+
+
+@dataclass(frozen=True)
+class RankerParams:
+    """Fields every ranker's hyperparameters share; ``seed`` is recorded even by deterministic methods."""
+
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A permutation of all d neurons, best first, with the score attached to each ranked position."""
+
+    order: np.ndarray
+    scores: np.ndarray
+    method: str
+    params: dict
+    n_greedy: int = 0
+
+    def __post_init__(self) -> None:
+        d = len(self.order)
+        if not np.array_equal(np.sort(self.order), np.arange(d)) or len(self.scores) != d:
+            raise ValueError(f"a ranking needs a permutation of 0..{d - 1} and {d} scores")
+
+
+def reverse(ranking: Ranking) -> Ranking:
+    """The bottom-to-top control: the same ranking read from its worst neuron up."""
+    return Ranking(
+        order=ranking.order[::-1].copy(),
+        scores=ranking.scores[::-1].copy(),
+        method=f"{ranking.method}_btt",
+        params=dict(ranking.params),
+        n_greedy=0,
+    )
+
+
+def _check_matrix(name: str, X: object) -> None:
+    """A non-empty, finite, 2-D float array."""
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or not np.issubdtype(X.dtype, np.floating):
+        raise ValueError(f"{name} must be a 2-D float array (n, d), got {_describe(X)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} has {int(np.sum(~np.isfinite(X)))} non-finite values (NaN or inf)")
+
+
+def _check_labels(name: str, y: object, n: int) -> None:
+    """A 1-D array of n non-negative integer class ids."""
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D integer array of class ids, got {_describe(y)}")
+    if len(y) != n:
+        raise ValueError(f"{name} has {len(y)} labels for {n} rows")
+    if y.min() < 0:
+        raise ValueError(f"{name} has negative class ids")
+
+
+def _describe(value: object) -> str:
+    """Dtype and shape of an array, else the type name (for error messages)."""
+    if isinstance(value, np.ndarray):
+        return f"array of dtype {value.dtype} and shape {value.shape}"
+    return type(value).__name__
+
+
+def check_inputs(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_dev: np.ndarray | None,
+    y_dev: np.ndarray | None,
+    need_dev: bool = False,
+) -> int:
+    """Validate a ranker's inputs and return the number of classes C (labels are 0..C-1, all in train)."""
+    _check_matrix("X_train", X_train)
+    _check_labels("y_train", y_train, X_train.shape[0])
+    if (X_dev is None) != (y_dev is None):
+        raise ValueError("give both X_dev and y_dev, or neither")
+    if need_dev and X_dev is None:
+        raise ValueError("this method selects neurons on dev data: X_dev and y_dev are required")
+    n_classes = int(y_train.max()) + 1
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise ValueError(f"y_train has {len(present)} class(es); at least 2 are needed")
+    if len(present) != n_classes:
+        missing = sorted(set(range(n_classes)) - set(present.tolist()))
+        raise ValueError(f"class ids must be 0..C-1 and all occur in y_train; missing from train: {missing}")
+    if X_dev is not None:
+        _check_matrix("X_dev", X_dev)
+        _check_labels("y_dev", y_dev, X_dev.shape[0])
+        if X_dev.shape[1] != X_train.shape[1]:
+            raise ValueError(f"X_dev has {X_dev.shape[1]} neurons, X_train {X_train.shape[1]}")
+        if y_dev.max() >= n_classes:
+            raise ValueError(
+                f"y_dev has class ids absent from y_train: {sorted(set(y_dev[y_dev >= n_classes].tolist()))}"
+            )
+    return n_classes
+
+
+def check_k(k: int, d: int) -> None:
+    """A greedy method can choose at most all d neurons."""
+    if not 1 <= k <= d:
+        raise ValueError(f"k must be in 1..{d} (the number of neurons), got k={k}")
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Per-neuron train mean and standard deviation (a constant neuron keeps std 1)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> Standardiser:
+        """Estimate from training data, in float64."""
+        X = np.asarray(X, dtype=np.float64)
+        std = X.std(axis=0)
+        return cls(mean=X.mean(axis=0), std=np.where(std > 0, std, 1.0))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Standardised float64 copy of X."""
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.std
+
+
+def class_prior(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Empirical label distribution."""
+    return np.bincount(y, minlength=n_classes) / len(y)
+
+
+def entropy(prior: np.ndarray) -> float:
+    """Entropy in nats."""
+    p = prior[prior > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def criterion_scores(loglik: np.ndarray, criterion: str, prior_entropy: float) -> np.ndarray:
+    """Mean dev log-likelihood → the reported criterion; "nmi" is (H(Y) − cross-entropy) / H(Y)."""
+    if criterion == "loglik":
+        return loglik
+    return (prior_entropy + loglik) / prior_entropy
+
+
+def check_criterion(criterion: str) -> None:
+    """Reject unknown greedy criteria."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+
+
+class Ranker(Protocol):
+    """What every ranker offers: its hyperparameters and a fit that returns a Ranking."""
+
+    params: RankerParams
+
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_dev: np.ndarray | None = None,
+        y_dev: np.ndarray | None = None,
+    ) -> Ranking:
+        """Rank all neurons of X (n, d) for the labels y (class ids 0..C-1)."""
+        ...
+
+
+class GreedyScorer(Protocol):
+    """State of a greedy search: scores every candidate against the chosen set, then grows the set."""
+
+    def scores(self) -> np.ndarray:
+        """Mean dev log-likelihood after adding each neuron (d,), −inf for neurons already chosen."""
+        ...
+
+    def add(self, neuron: int) -> None:
+        """Add a neuron to the chosen set."""
+        ...
+
+
+def pick_best(scores: np.ndarray, tolerance: float = TIE_TOLERANCE) -> int:
+    """Index of the best score; among scores within ``tolerance`` of it, the lowest index (NaN never wins)."""
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    best = np.max(scores)
+    return int(np.flatnonzero(scores >= best - tolerance)[0])
+
+
+@dataclass(frozen=True)
+class GreedyResult:
+    """The chosen neurons in order, the dev log-likelihood after each, and every neuron's first-step score."""
+
+    chosen: np.ndarray
+    loglik: np.ndarray
+    first: np.ndarray
+
+
+def greedy_select(scorer: GreedyScorer, k: int) -> GreedyResult:
+    """Run k greedy steps, each adding the neuron that most raises the dev log-likelihood."""
+    chosen, loglik, first = [], [], None
+    for _ in range(k):
+        scores = scorer.scores()
+        if first is None:
+            first = scores.copy()
+        best = pick_best(scores)
+        chosen.append(best)
+        loglik.append(float(scores[best]))
+        scorer.add(best)
+    return GreedyResult(np.asarray(chosen, dtype=np.int64), np.asarray(loglik), first)
+
+
+def greedy_ranking(result: GreedyResult, criterion: str, prior_entropy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Full order and scores: the greedy prefix, then the rest by their individual first-step score."""
+    d = len(result.first)
+    rest = np.ones(d, dtype=bool)
+    rest[result.chosen] = False
+    tail = np.flatnonzero(rest)
+    tail = tail[np.argsort(-result.first[tail], kind="stable")]
+    order = np.concatenate([result.chosen, tail])
+    loglik = np.concatenate([result.loglik, result.first[tail]])
+    return order, criterion_scores(loglik, criterion, prior_entropy).astype(np.float64)
+
+
+class GreedyRanker:
+    """Shared fit of the greedy rankers: standardise, fit the model once, then choose k neurons on dev.
+
+    Subclasses set ``method`` and ``params_type`` and implement ``_fit_model``, ``greedy_scorer`` and
+    ``predict_log_proba``; after ``fit``, ``standardiser_`` holds the train mean and std.
+    """
+
+    method: str
+    params_type: type
+
+    def __init__(self, params: RankerParams | None = None):
+        self.params = params if params is not None else self.params_type()
+
+    def _fit_model(
+        self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int
+    ) -> None:
+        """Fit the method's model on standardised data (sets the subclass's fitted attributes)."""
+        raise NotImplementedError
+
+    def greedy_scorer(self, X: np.ndarray, y: np.ndarray, vectorized: bool = True) -> GreedyScorer:
+        """A fresh greedy search on (X, y) with the fitted model: vectorised, or the per-candidate reference."""
+        raise NotImplementedError
+
+    def predict_log_proba(self, X: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
+        """Log p(y | x) (n, C) from the given neurons only (all when None)."""
+        raise NotImplementedError
+
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_dev: np.ndarray | None = None,
+        y_dev: np.ndarray | None = None,
+    ) -> Ranking:
+        """Fit the model on train once, then rank: k neurons greedily on dev, the rest by first-step score."""
+        n_classes = check_inputs(X_train, y_train, X_dev, y_dev, need_dev=True)
+        check_k(self.params.k, X_train.shape[1])
+        self.standardiser_ = Standardiser.fit(X_train)
+        y_train, y_dev = y_train.astype(np.int64), y_dev.astype(np.int64)
+        self._fit_model(self.standardiser_(X_train), y_train, self.standardiser_(X_dev), y_dev, n_classes)
+        result = greedy_select(self.greedy_scorer(X_dev, y_dev), self.params.k)
+        prior_entropy = entropy(class_prior(y_train, n_classes))
+        order, scores = greedy_ranking(result, self.params.criterion, prior_entropy)
+        return Ranking(order, scores, self.method, asdict(self.params), n_greedy=self.params.k)
+
+    def score(self, X: np.ndarray, y: np.ndarray, neurons: np.ndarray | None = None) -> float:
+        """Accuracy of the fitted model on (X, y) from the given neurons only (all when None)."""
+        return float(np.mean(self.predict_log_proba(X, neurons).argmax(axis=1) == y))

@@ -1,0 +1,77 @@
+"""Linear probe weights (Dalvi et al. 2019) as modified by Antverg & Belinkov (2022, App. A.1).
+
+An elastic-net multinomial logistic regression (loss = mean cross-entropy + λ1 ‖W‖₁ + λ2 ‖W‖²₂)
+is trained with Adam on standardised features; each neuron's score is the mean of |W| over the
+labels, and neurons are ranked by it, highest first (Antverg & Belinkov's replacement for Dalvi et
+al.'s per-label quota, which gives every label the same number of neurons at every depth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from probing.rankers.base import RankerParams, Ranking, Standardiser, check_inputs
+
+
+@dataclass(frozen=True)
+class LinearParams(RankerParams):
+    """Elastic-net probe training: Antverg & Belinkov's defaults (λ1 1e-3, λ2 1e-2, Adam 0.01, 10 epochs, 32)."""
+
+    l1: float = 1e-3
+    l2: float = 1e-2
+    lr: float = 1e-2
+    epochs: int = 10
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+
+
+def train_elastic_net(Z: np.ndarray, y: np.ndarray, n_classes: int, params: LinearParams) -> np.ndarray:
+    """Weights (C, d) of an elastic-net softmax regression on standardised data, minibatch Adam from zero."""
+    generator = torch.Generator().manual_seed(params.seed)
+    x, y_t = torch.from_numpy(Z).float(), torch.from_numpy(y)
+    weight = torch.zeros(n_classes, x.shape[1], requires_grad=True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=params.lr)
+    for _ in range(params.epochs):
+        permutation = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), params.batch_size):
+            batch = permutation[start : start + params.batch_size]
+            loss = F.cross_entropy(x[batch] @ weight.T + bias, y_t[batch])
+            loss = loss + params.l1 * weight.abs().sum() + params.l2 * weight.square().sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return weight.detach().double().numpy()
+
+
+class LinearRanker:
+    """Rank neurons by the mean absolute weight of an elastic-net linear probe (dev data unused)."""
+
+    method = "linear"
+    params_type = LinearParams
+
+    def __init__(self, params: LinearParams | None = None):
+        self.params = params if params is not None else LinearParams()
+
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_dev: np.ndarray | None = None,
+        y_dev: np.ndarray | None = None,
+    ) -> Ranking:
+        """Train the probe on standardised train data; scores = mean |W| over labels, highest first."""
+        n_classes = check_inputs(X_train, y_train, X_dev, y_dev)
+        self.weight_ = train_elastic_net(
+            Standardiser.fit(X_train)(X_train), y_train.astype(np.int64), n_classes, self.params
+        )
+        scores = np.abs(self.weight_).mean(axis=0)
+        order = np.argsort(-scores, kind="stable")
+        return Ranking(order, scores[order], self.method, asdict(self.params))

@@ -1,0 +1,61 @@
+"""Rankers without a probe: Probeless (Antverg & Belinkov 2022, eq. 1) and the random control."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from probing.rankers.base import RankerParams, Ranking, check_inputs
+
+
+def probeless_scores(X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """r = Σ over ordered value pairs (z, z′) of |q(z) − q(z′)|, q(z) the class mean vector (d,)."""
+    means = np.stack([np.asarray(X[y == c], dtype=np.float64).mean(axis=0) for c in range(n_classes)])
+    return np.abs(means[:, None, :] - means[None, :, :]).sum(axis=(0, 1))
+
+
+class ProbelessRanker:
+    """Rank neurons by how far apart the class means are, on the raw (unstandardised) activations, as in the paper."""
+
+    method = "probeless"
+    params_type = RankerParams
+
+    def __init__(self, params: RankerParams | None = None):
+        self.params = params if params is not None else RankerParams()
+
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_dev: np.ndarray | None = None,
+        y_dev: np.ndarray | None = None,
+    ) -> Ranking:
+        """Scores from train class means, highest first (ties by neuron index); dev data unused."""
+        n_classes = check_inputs(X_train, y_train, X_dev, y_dev)
+        scores = probeless_scores(X_train, y_train, n_classes)
+        order = np.argsort(-scores, kind="stable")
+        return Ranking(order, scores[order], self.method, asdict(self.params))
+
+
+class RandomRanker:
+    """The random control: a permutation drawn from the seed; its scores are NaN (it has none)."""
+
+    method = "random"
+    params_type = RankerParams
+
+    def __init__(self, params: RankerParams | None = None):
+        self.params = params if params is not None else RankerParams()
+
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_dev: np.ndarray | None = None,
+        y_dev: np.ndarray | None = None,
+    ) -> Ranking:
+        """A seeded uniform permutation of the neurons (inputs checked, otherwise unused)."""
+        check_inputs(X_train, y_train, X_dev, y_dev)
+        d = X_train.shape[1]
+        order = np.random.default_rng(self.params.seed).permutation(d).astype(np.int64)
+        return Ranking(order, np.full(d, np.nan), self.method, asdict(self.params))

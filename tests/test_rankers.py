@@ -1,0 +1,289 @@
+"""Neuron rankers: planted neurons found, vectorised greedy = per-candidate loop, determinism, input checks."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from probing.rankers import (
+    RANKERS,
+    GaussianParams,
+    GaussianRanker,
+    LatentParams,
+    fit_gaussian_niw,
+    greedy_select,
+    make_ranker,
+    reverse,
+)
+from probing.rankers.base import class_prior, entropy
+
+PLANTED = (3, 17, 29, 41, 55)
+D = 60
+#: Small settings so that every fit takes well under a second.
+FAST = {
+    "latent": {"k": 5, "max_epochs": 60, "patience": 10},
+    "gaussian": {"k": 5},
+    "linear": {"epochs": 5},
+    "probeless": {},
+    "random": {},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tensors are tiny: one torch thread is faster, and immune to a busy second core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted_data(
+    n: int, seed: int, d: int = D, n_classes: int = 4, neurons: tuple[int, ...] = PLANTED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noise neurons, plus class-dependent mean shifts (fixed across splits) on the planted neurons."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    X = rng.normal(size=(n, d))
+    X[:, list(neurons)] += np.random.default_rng(100).normal(0, 1.5, size=(n_classes, len(neurons)))[y]
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_data(1200, seed=1) + planted_data(400, seed=2)
+
+
+@pytest.mark.parametrize("method", ["latent", "gaussian", "linear", "probeless"])
+def test_every_ranker_puts_the_planted_neurons_on_top(method, planted):
+    ranker = make_ranker(method, FAST[method])
+    ranking = ranker.fit(*planted)
+    assert set(ranking.order[:5].tolist()) == set(PLANTED)
+    assert ranking.order.dtype == np.int64 and sorted(ranking.order.tolist()) == list(range(D))
+    assert ranking.scores.dtype == np.float64 and len(ranking.scores) == D
+    assert ranking.method == method and ranking.params == asdict(ranker.params)
+    greedy = method in ("latent", "gaussian")
+    assert ranking.n_greedy == (5 if greedy else 0)
+    tail = ranking.scores[ranking.n_greedy :]
+    assert np.all(np.diff(tail) <= 0)  # the non-greedy part is sorted by score, best first
+    if greedy:
+        assert np.all(np.diff(ranking.scores[:5]) > 0)  # each planted neuron raises the dev objective
+        assert ranking.scores[4] > tail[0]  # the five together beat any single neuron
+
+
+def test_the_latent_probe_predicts_from_its_chosen_neurons(planted):
+    _, y_train, X_dev, y_dev = planted
+    ranker = make_ranker("latent", FAST["latent"])
+    ranking = ranker.fit(*planted)
+    majority = np.mean(y_dev == np.argmax(np.bincount(y_train)))
+    assert ranker.score(X_dev, y_dev, neurons=ranking.order[:5]) > majority + 0.4
+    assert ranker.score(X_dev, y_dev, neurons=ranking.order[-5:]) < majority + 0.1
+    log_p = ranker.predict_log_proba(X_dev)
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1.0)
+
+
+def test_criteria_choose_the_same_neurons_and_nmi_normalises_the_loglik(planted):
+    y_train = planted[1]
+    by_nmi = make_ranker("gaussian", {"k": 8, "criterion": "nmi"}).fit(*planted)
+    by_loglik = make_ranker("gaussian", {"k": 8, "criterion": "loglik"}).fit(*planted)
+    assert np.array_equal(by_nmi.order, by_loglik.order)
+    h = entropy(class_prior(y_train, 4))
+    np.testing.assert_allclose(by_nmi.scores, (h + by_loglik.scores) / h)
+    assert by_nmi.scores[0] <= 1.0
+
+
+def shape_only_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neuron 0 carries the class only through its shape: mean 0 and variance 1 in both classes.
+
+    Class 0: a spike at 0 with heavy tails (0.9 N(0, 0.1²) + 0.1 N(0, σ²)); class 1: two modes at ±a
+    (0.5 N(−a, 0.1²) + 0.5 N(a, 0.1²)). Neurons 1-3 carry mean shifts; the other 36 are noise.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 40))
+    spike = np.where(rng.random(n) < 0.9, rng.normal(0, 0.1, n), rng.normal(0, np.sqrt((1 - 0.9 * 0.01) / 0.1), n))
+    modes = rng.choice([-1.0, 1.0], n) * np.sqrt(1 - 0.01) + rng.normal(0, 0.1, n)
+    X[:, 0] = np.where(y == 0, spike, modes)
+    X[:, 1:4] += np.where(y == 1, 0.8, -0.8)[:, None]
+    return X.astype(np.float32), y
+
+
+def test_gaussian_ranks_a_neuron_informative_only_through_its_shape_among_the_noise():
+    X_train, y_train = shape_only_data(2000, seed=1)
+    X_dev, y_dev = shape_only_data(1000, seed=2)
+    for c in (0, 1):  # the classes agree on mean and variance of neuron 0 ...
+        assert abs(X_train[y_train == c, 0].mean()) < 0.1 and abs(X_train[y_train == c, 0].var() - 1) < 0.15
+    assert np.mean((np.abs(X_dev[:, 0]) > 0.5) == (y_dev == 1)) > 0.9  # ... yet |x| alone gives the class
+    ranking = make_ranker("gaussian", {"k": 3}).fit(X_train, y_train, X_dev, y_dev)
+    assert set(ranking.order[:3].tolist()) == {1, 2, 3}
+    shape_score = ranking.scores[ranking.order.tolist().index(0)]  # its individual first-step NMI
+    assert abs(shape_score) < 0.01 < ranking.scores[0]
+
+
+@pytest.mark.parametrize("method", ["latent", "gaussian"])
+def test_vectorised_greedy_chooses_exactly_what_the_per_candidate_loop_chooses(method):
+    rng = np.random.default_rng(7)
+    X_train, y_train = planted_data(600, seed=3, d=40, n_classes=5, neurons=(3, 17, 29, 35))
+    X_dev, y_dev = planted_data(300, seed=4, d=40, n_classes=5, neurons=(3, 17, 29, 35))
+    mixing = rng.normal(0, 0.5, size=(40, 40))  # correlated neurons, so conditioning matters
+    X_train, X_dev = X_train @ mixing + X_train, X_dev @ mixing + X_dev
+    params = {**FAST[method], "k": 12, "chunk_size": 7}  # a chunk size that does not divide d
+    ranker = make_ranker(method, params)
+    ranking = ranker.fit(X_train, y_train, X_dev, y_dev)
+    fast = greedy_select(ranker.greedy_scorer(X_dev, y_dev, vectorized=True), 12)
+    slow = greedy_select(ranker.greedy_scorer(X_dev, y_dev, vectorized=False), 12)
+    assert np.array_equal(fast.chosen, slow.chosen)
+    assert np.array_equal(fast.chosen, ranking.order[:12])
+    np.testing.assert_allclose(fast.loglik, slow.loglik, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(fast.first, slow.first, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(("covariance", "extra"), [("map", 2 * 8 + 4), ("mean", 1)])
+def test_gaussian_subset_density_is_the_marginal_of_the_full_fit(covariance, extra):
+    X, y = planted_data(300, seed=5, d=8, n_classes=3, neurons=(1, 6))
+    X = X.astype(np.float64)
+    model = fit_gaussian_niw(X, y, 3, covariance, jitter=0.0)
+    neurons = [6, 1, 3]
+    joint = model.log_joint(X[:5], neurons)
+    for c in range(3):
+        n_c = np.sum(y == c)
+        sample_cov = np.cov(X[y == c].T, bias=True)
+        sigma = (np.diag(np.diag(sample_cov)) + n_c * sample_cov) / (n_c + extra)  # Λn / (νn + D + 2) or (νn − D − 1)
+        expected = stats.multivariate_normal(X[y == c].mean(0)[neurons], sigma[np.ix_(neurons, neurons)]).logpdf(
+            X[:5, neurons]
+        )
+        np.testing.assert_allclose(joint[:, c], np.log(n_c / 300) + expected, rtol=1e-10)
+
+
+def test_map_covariance_at_large_d_makes_greedy_pick_noise_and_the_posterior_mean_does_not():
+    X_train, y_train = planted_data(600, seed=1, d=400)  # 150 examples per class, d = 400
+    X_dev, y_dev = planted_data(400, seed=2, d=400)
+    by_map = make_ranker("gaussian", {"k": 5, "covariance": "map"}).fit(X_train, y_train, X_dev, y_dev)
+    by_mean = make_ranker("gaussian", {"k": 5}).fit(X_train, y_train, X_dev, y_dev)  # the default: "mean"
+    assert set(by_mean.order[:5].tolist()) == set(PLANTED)
+    assert not set(by_map.order[:5].tolist()) & set(PLANTED)
+    assert by_map.scores[0] < 0  # Σ shrunk by 150 / 954: even the best single neuron lowers the dev NMI
+
+
+@pytest.mark.parametrize("method", sorted(RANKERS))
+def test_same_seed_same_ranking(method, planted):
+    first = make_ranker(method, FAST[method], seed=3).fit(*planted)
+    second = make_ranker(method, FAST[method], seed=3).fit(*planted)
+    assert np.array_equal(first.order, second.order)
+    assert np.array_equal(first.scores, second.scores, equal_nan=True)
+    assert first.params == second.params and first.params["seed"] == 3
+
+
+def test_other_seed_other_random_ranking(planted):
+    a = make_ranker("random", seed=0).fit(*planted)
+    b = make_ranker("random", seed=1).fit(*planted)
+    assert not np.array_equal(a.order, b.order)
+    assert np.all(np.isnan(a.scores))
+
+
+def test_reverse_reads_the_ranking_bottom_up(planted):
+    ranking = make_ranker("probeless").fit(*planted)
+    backwards = reverse(ranking)
+    assert np.array_equal(backwards.order, ranking.order[::-1])
+    assert np.array_equal(backwards.scores, ranking.scores[::-1])
+    assert backwards.method == "probeless_btt" and backwards.n_greedy == 0
+    assert np.array_equal(reverse(backwards).order, ranking.order)
+
+
+def test_make_ranker_builds_params_from_a_dict():
+    ranker = make_ranker("latent", {"k": 7, "entropy_scale": 0.1}, seed=4)
+    assert ranker.params == LatentParams(k=7, entropy_scale=0.1, seed=4)
+    assert make_ranker("gaussian").params == GaussianParams()
+    assert isinstance(make_ranker("gaussian"), GaussianRanker)
+    with pytest.raises(ValueError, match="unknown ranking method 'lasso'"):
+        make_ranker("lasso")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['depth'\] for method 'linear'"):
+        make_ranker("linear", {"depth": 3})
+    with pytest.raises(ValueError, match="seed"):
+        make_ranker("random", {"seed": 1}, seed=2)
+    with pytest.raises(ValueError, match="criterion"):
+        make_ranker("latent", {"criterion": "accuracy"})
+
+
+@pytest.mark.parametrize("method", sorted(RANKERS))
+def test_bad_inputs_are_rejected(method, planted):
+    X_train, y_train, X_dev, y_dev = planted
+    ranker = make_ranker(method, FAST[method])
+    with pytest.raises(ValueError, match="at least 2"):
+        ranker.fit(X_train, np.zeros_like(y_train), X_dev, y_dev)
+    with_nan = X_train.copy()
+    with_nan[3, 5] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        ranker.fit(with_nan, y_train, X_dev, y_dev)
+    with pytest.raises(ValueError, match="2-D float"):
+        ranker.fit(X_train.astype(np.int64), y_train, X_dev, y_dev)
+    with pytest.raises(ValueError, match="integer"):
+        ranker.fit(X_train, y_train.astype(float), X_dev, y_dev)
+    with pytest.raises(ValueError, match="labels for"):
+        ranker.fit(X_train, y_train[:-1], X_dev, y_dev)
+    with pytest.raises(ValueError, match="X_dev has 59 neurons"):
+        ranker.fit(X_train, y_train, X_dev[:, 1:], y_dev)
+    with pytest.raises(ValueError, match=r"missing from train: \[1\]"):
+        ranker.fit(X_train, np.where(y_train == 1, 0, y_train), X_dev, y_dev)
+
+
+@pytest.mark.parametrize("method", ["latent", "gaussian"])
+def test_greedy_methods_need_dev_data_and_k_at_most_d(method, planted):
+    X_train, y_train, X_dev, y_dev = planted
+    with pytest.raises(ValueError, match=r"k must be in 1\.\.60"):
+        make_ranker(method, {**FAST[method], "k": 61}).fit(X_train, y_train, X_dev, y_dev)
+    with pytest.raises(ValueError, match="dev data"):
+        make_ranker(method, FAST[method]).fit(X_train, y_train)
+
+
+@pytest.fixture(scope="module")
+def real_probing_data(tmp_path_factory, ud_dir):
+    """Layer-1 word vectors of a tiny BLOOM pre-trained for 300 steps on English UD, for POS and Number."""
+    from probing.datasets import DataParams, build_language
+    from probing.extraction import WordActivationExtractor, load_model
+    from probing.pretrain import PretrainParams, pretrain, step_name
+    from tests.conftest import ud_texts
+
+    params = PretrainParams(
+        n_layer=2,
+        hidden_size=64,
+        n_head=4,
+        vocab_size=1000,
+        seq_len=32,
+        batch_size=16,
+        steps=300,
+        warmup_steps=10,
+        checkpoints=2,
+        lr=3e-3,
+    )
+    run_dir = pretrain(ud_texts(ud_dir, ["en"], 1500), params, tmp_path_factory.mktemp("bloom") / "run")
+    data = build_language(
+        ud_dir, "en", ["POS", "Number"], DataParams(max_sentences_per_language=600, min_examples_per_split=5)
+    )
+    sentences = data.sentences.column("words").to_pylist()
+    vectors = WordActivationExtractor(load_model(str(run_dir), step_name(params.steps)), [1]).extract(sentences)
+    offsets = np.cumsum([0] + [len(s) for s in sentences])[:-1]
+    start = dict(zip(data.sentences.column("sentence_index").to_pylist(), offsets, strict=True))
+    out = {}
+    for attribute, table in data.datasets.items():
+        words = table.to_pydict()
+        rows = [start[s] + p for s, p in zip(words["sentence_index"], words["position"], strict=True)]
+        values = sorted(set(words["value"]))
+        y = np.asarray([values.index(v) for v in words["value"]])
+        split = np.asarray(words["split"])
+        X = vectors.vectors[1][rows]
+        out[attribute] = (X[split == "train"], y[split == "train"], X[split == "dev"], y[split == "dev"])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("attribute", "margin"), [("POS", 0.15), ("Number", 0.07)])
+def test_latent_probe_beats_the_majority_on_real_activations(attribute, margin, real_probing_data):
+    X_train, y_train, X_dev, y_dev = real_probing_data[attribute]
+    ranker = make_ranker("latent", {"k": 10})
+    ranking = ranker.fit(X_train, y_train, X_dev, y_dev)
+    majority = np.mean(y_dev == np.argmax(np.bincount(y_train)))
+    assert ranker.score(X_dev, y_dev, neurons=ranking.order[:10]) > majority + margin  # its top 10, the rest zeroed
+    assert ranker.score(X_dev, y_dev) > majority + margin / 2  # all neurons, unmasked
