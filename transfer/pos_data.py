@@ -1,0 +1,120 @@
+"""UD part-of-speech data for transfer: split files, UPOS labels, and first-sub-word token labels.
+
+Files are chosen by their UD split name inside ``ud_dir/<lang>/``: ``*-train*.conllu``,
+``*-dev*.conllu``, ``*-test*.conllu`` (so ``*_subset`` files count, and every file of a split is
+pooled, sorted by name; Hindi's test split is HDTB's sample plus PUD). A language with no file of
+the requested split is an error naming the folder: target languages are always scored on test
+files, never on a substitute split. Words are UD syntactic words (multi-word ranges and empty
+nodes are skipped by `probing.conllu_io`).
+
+Each word is labelled on its FIRST sub-word token; its other sub-words and special tokens get
+``IGNORE_INDEX``, so a word is predicted exactly once (Devlin et al. 2019; XTREME). Words are
+tokenized by `probing.extraction.encode_words`, with a space before every word after the first so
+that byte-level BPE sub-words match running text. A sequence longer than ``max_length`` keeps its
+first tokens and its trailing special tokens; words whose first sub-word is cut off are not scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from probing.conllu_io import CoNLLUError, read_conllu
+from probing.extraction import encode_words
+from transfer.examples import IGNORE_INDEX, Encoded
+
+#: The 17 universal POS tags of UD v2, in the order of their label ids.
+UPOS_TAGS: tuple[str, ...] = (
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+)
+_TAG_ID = {tag: i for i, tag in enumerate(UPOS_TAGS)}
+
+
+@dataclass(frozen=True)
+class TaggedSentence:
+    """The words of one sentence and their UPOS label ids."""
+
+    words: tuple[str, ...]
+    tags: tuple[int, ...]
+
+
+def split_files(ud_dir: Path | str, language: str, split: str) -> list[Path]:
+    """The ``*-<split>*.conllu`` files of a language, sorted; FileNotFoundError naming the folder if none."""
+    folder = Path(ud_dir) / language
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no treebank folder for language '{language}'")
+    files = sorted(folder.glob(f"*-{split}*.conllu"))
+    if not files:
+        present = ", ".join(sorted(p.name for p in folder.glob("*.conllu"))) or "none"
+        raise FileNotFoundError(
+            f"{folder}: no *-{split}*.conllu file for language '{language}' (CoNLL-U files present: {present})"
+        )
+    return files
+
+
+def read_tagged(files: Sequence[Path]) -> list[TaggedSentence]:
+    """The sentences of the files, in order; CoNLLUError naming file and line on a tag that is not UPOS."""
+    sentences: list[TaggedSentence] = []
+    for path in files:
+        for sentence in read_conllu(path):
+            unknown = [w.upos for w in sentence.words if w.upos not in _TAG_ID]
+            if unknown:
+                raise CoNLLUError(
+                    sentence.path,
+                    sentence.line,
+                    "UPOS",
+                    f"one of the 17 UD tags {' '.join(UPOS_TAGS)}",
+                    repr(unknown[0]),
+                )
+            sentences.append(
+                TaggedSentence(tuple(w.form for w in sentence.words), tuple(_TAG_ID[w.upos] for w in sentence.words))
+            )
+    return sentences
+
+
+def first_subword_labels(word_ids: Sequence[int], tags: Sequence[int]) -> tuple[int, ...]:
+    """Per token: the word's tag on its first sub-word, ``IGNORE_INDEX`` elsewhere (specials are -1)."""
+    labels, previous = [], -1
+    for w in word_ids:
+        labels.append(tags[w] if w >= 0 and w != previous else IGNORE_INDEX)
+        previous = w
+    return tuple(labels)
+
+
+def encode_pos(tokenizer: object, sentences: Sequence[TaggedSentence], max_length: int) -> list[Encoded]:
+    """Token ids and first-sub-word labels per sentence, cut to ``max_length`` tokens (trailing specials kept)."""
+    encoded = encode_words(tokenizer, [s.words for s in sentences])
+    examples = []
+    for (ids, word_ids), sentence in zip(encoded, sentences, strict=True):
+        labels = first_subword_labels(word_ids, sentence.tags)
+        if len(ids) > max_length:
+            tail = len(word_ids) - len(_rstrip_specials(word_ids))
+            keep = max_length - tail
+            ids = ids[:keep] + ids[len(ids) - tail :]
+            labels = labels[:keep] + labels[len(labels) - tail :]
+        examples.append(Encoded(input_ids=tuple(ids), labels=labels))
+    return examples
+
+
+def _rstrip_specials(word_ids: Sequence[int]) -> Sequence[int]:
+    end = len(word_ids)
+    while end and word_ids[end - 1] < 0:
+        end -= 1
+    return word_ids[:end]

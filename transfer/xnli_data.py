@@ -1,0 +1,180 @@
+"""XNLI: strict readers for the per-language and the official layouts, the English split, pair encoding.
+
+Per-language layout (XTREME): ``dev-<lang>.tsv`` = premise<TAB>hypothesis<TAB>label, no header.
+``test-<lang>.tsv`` has no labels, so it is never read for accuracy. Official XNLI-1.0 layout:
+``xnli.dev.tsv`` / ``xnli.test.tsv`` with a header naming (among others) ``language``,
+``gold_label``, ``sentence1``, ``sentence2``.
+
+Only dev files carry labels here, so the English dev file is the training data: a seeded
+permutation of its rows is cut 80/10/10 into train / select (model selection) / test (the English
+in-language reference row); every other language is scored on its full dev file.
+
+Pairs are encoded with the tokenizer's pair template where it has one (BERT: [CLS] p [SEP] h [SEP],
+with segment ids). Byte-level BPE tokenizers without one (BLOOM adds no special tokens) get
+``p <eos> h <eos>``: EOS marks the boundary, and the closing EOS gives the causal model's
+sequence classifier (which reads the last non-pad token) the same final token for every pair.
+Both are truncated longest-first to ``max_length`` tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transfer.examples import Encoded
+
+XNLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
+_LABEL_ID = {label: i for i, label in enumerate(XNLI_LABELS)}
+_OFFICIAL_COLUMNS = ("language", "gold_label", "sentence1", "sentence2")
+
+
+class XNLIError(ValueError):
+    """Malformed XNLI input; the message names the file, the line and what was expected."""
+
+    def __init__(self, path: Path | str, line: int | None, expected: str, found: str = ""):
+        self.path, self.line = str(path), line
+        where = f"{path}:{line}" if line is not None else str(path)
+        message = f"{where}: expected {expected}"
+        if found:
+            message += f", found {found}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class NliPair:
+    """A premise, a hypothesis and the label id of their relation (index into XNLI_LABELS)."""
+
+    premise: str
+    hypothesis: str
+    label: int
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """Numbered non-final lines of a UTF-8 file; XNLIError on bad bytes or an empty file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise XNLIError(path, None, "an existing XNLI file", "no such file") from None
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    if not raw_lines:
+        raise XNLIError(path, None, "at least one row", "an empty file")
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append((number, raw.decode("utf-8").rstrip("\r")))
+        except UnicodeDecodeError as err:
+            raise XNLIError(
+                path, number, "UTF-8 text", f"byte 0x{raw[err.start]:02x} at column {err.start + 1}"
+            ) from None
+    return lines
+
+
+def _pair(path: Path, number: int, premise: str, hypothesis: str, label: str) -> NliPair:
+    if not premise.strip() or not hypothesis.strip():
+        which = "premise" if not premise.strip() else "hypothesis"
+        raise XNLIError(path, number, "a non-empty premise and hypothesis", f"an empty {which}")
+    if label not in _LABEL_ID:
+        raise XNLIError(path, number, f"a label in {', '.join(XNLI_LABELS)}", repr(label))
+    return NliPair(premise, hypothesis, _LABEL_ID[label])
+
+
+def read_xnli(path: Path | str) -> list[NliPair]:
+    """The labelled pairs of a per-language file (``dev-<lang>.tsv``); XNLIError on any malformed row."""
+    path = Path(path)
+    pairs = []
+    for number, line in _lines(path):
+        columns = line.split("\t")
+        if len(columns) != 3:
+            raise XNLIError(
+                path,
+                number,
+                "3 tab-separated columns (premise, hypothesis, label); test-<lang>.tsv has no labels, and "
+                "official XNLI-1.0 files with a header are read by read_xnli_official",
+                f"{len(columns)} columns",
+            )
+        pairs.append(_pair(path, number, *columns))
+    return pairs
+
+
+def read_xnli_official(path: Path | str, language: str) -> list[NliPair]:
+    """The labelled pairs of one language in an official XNLI-1.0 file (``xnli.dev.tsv``, header row)."""
+    path = Path(path)
+    (_, header_line), *rows = _lines(path)
+    header = header_line.split("\t")
+    missing = [c for c in _OFFICIAL_COLUMNS if c not in header]
+    if missing:
+        raise XNLIError(path, 1, f"a header row with columns {', '.join(_OFFICIAL_COLUMNS)}", f"no {missing[0]}")
+    at = {c: header.index(c) for c in _OFFICIAL_COLUMNS}
+    pairs, languages = [], set()
+    for number, line in rows:
+        columns = line.split("\t")
+        if len(columns) != len(header):
+            raise XNLIError(path, number, f"{len(header)} tab-separated columns as in the header", str(len(columns)))
+        languages.add(columns[at["language"]])
+        if columns[at["language"]] == language:
+            pairs.append(
+                _pair(path, number, columns[at["sentence1"]], columns[at["sentence2"]], columns[at["gold_label"]])
+            )
+    if not pairs:
+        raise XNLIError(path, None, f"rows for language '{language}'", f"only {', '.join(sorted(languages))}")
+    return pairs
+
+
+def read_xnli_dev(xnli_dir: Path | str, language: str) -> list[NliPair]:
+    """A language's labelled dev pairs: ``dev-<lang>.tsv``, else the official ``xnli.dev.tsv``."""
+    folder = Path(xnli_dir)
+    if (folder / f"dev-{language}.tsv").is_file():
+        return read_xnli(folder / f"dev-{language}.tsv")
+    if (folder / "xnli.dev.tsv").is_file():
+        return read_xnli_official(folder / "xnli.dev.tsv", language)
+    raise FileNotFoundError(f"{folder}: no dev-{language}.tsv (nor an official xnli.dev.tsv) for language '{language}'")
+
+
+def split_english_dev(
+    pairs: Sequence[NliPair], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> tuple[list[NliPair], list[NliPair], list[NliPair]]:
+    """Train / select / test parts of the English dev pairs: a seeded permutation of row indices, cut in order."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    cut_train, cut_select = (round(float(f) * len(pairs)) for f in np.cumsum(fractions)[:2])
+    parts = (order[:cut_train], order[cut_train:cut_select], order[cut_select:])
+    return tuple([pairs[i] for i in sorted(part)] for part in parts)
+
+
+def _truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
+    cut_a = cut_b = 0
+    while len(a) - cut_a + len(b) - cut_b > budget:
+        if len(a) - cut_a >= len(b) - cut_b:
+            cut_a += 1
+        else:
+            cut_b += 1
+    return a[: len(a) - cut_a], b[: len(b) - cut_b]
+
+
+def encode_xnli(tokenizer: object, pairs: Sequence[NliPair], max_length: int) -> list[Encoded]:
+    """Pair token ids (and segment ids where the tokenizer has a pair template) with one label each."""
+    premises, hypotheses = [p.premise for p in pairs], [p.hypothesis for p in pairs]
+    if tokenizer.num_special_tokens_to_add(pair=True) > 0:
+        enc = tokenizer(premises, hypotheses, truncation="longest_first", max_length=max_length)
+        types = enc.get("token_type_ids") or [None] * len(pairs)
+        return [
+            Encoded(tuple(ids), p.label, None if t is None else tuple(t))
+            for ids, t, p in zip(enc["input_ids"], types, pairs, strict=True)
+        ]
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has neither a pair template nor an EOS token to separate premise and hypothesis")
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    first = backend.encode_batch(premises, add_special_tokens=False)
+    second = backend.encode_batch(hypotheses, add_special_tokens=False)
+    examples = []
+    for a, b, p in zip(first, second, pairs, strict=True):
+        ids_a, ids_b = _truncate_longest_first(list(a.ids), list(b.ids), max_length - 2)
+        examples.append(Encoded((*ids_a, eos, *ids_b, eos), p.label))
+    return examples
