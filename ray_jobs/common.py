@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+# Tune's default console output prints a status box per sweep; the jobs show their own progress bars.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
 from analysis.store import Store
 from probing.datasets import treebank_files
 from ray_jobs.config import ModelSpec, StudyConfig, load_config, model_revisions
@@ -41,16 +44,25 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 
 def init_ray() -> None:
-    """Connect to the cluster named by RAY_ADDRESS (as under ``ray job submit``), or start a local one."""
+    """Connect to the cluster named by RAY_ADDRESS (set by ``ray job submit``; ``auto`` finds a running one),
+    else start a fresh local one (never a stale cluster left in /tmp/ray by an earlier ``ray start``)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"), log_to_driver=True, configure_logging=False)
 
 
 def ud_signature(ud_dir: str, language: str) -> list[tuple[str, str]]:
     """Names and content hashes of a language's treebank files: what the data of a study depends on."""
     return [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]) for p in treebank_files(ud_dir, language)]
+
+
+@dataclass
+class StageResult:
+    """What a stage did: units of work run now, and units found already stored."""
+
+    run: int = 0
+    reused: int = 0
 
 
 @dataclass

@@ -24,6 +24,8 @@ from probing.unimorph import ATTRIBUTES
 
 #: Ranking methods a study may ask for.
 RANKING_METHODS: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
+#: Zero-shot transfer tasks.
+TRANSFER_TASKS: tuple[str, ...] = ("pos", "xnli")
 
 
 class ConfigError(ValueError):
@@ -69,11 +71,38 @@ class ExtractionConfig:
 
 @dataclass(frozen=True)
 class ProbingConfig:
-    """Which rankings to compute."""
+    """Which rankings to compute, how to evaluate them, and the resources of one Tune trial.
 
-    methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless")
+    ``params`` maps a method to overrides of its hyperparameter dataclass (``probing.rankers``);
+    ``max_examples`` caps each split of a dataset by a seeded subsample (None: all).
+    """
+
+    methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
     k: int = 50
     seeds: tuple[int, ...] = (0,)
+    k_grid: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 150)
+    classifiers: tuple[str, ...] = ("linear", "gaussian")
+    params: dict[str, dict] = field(default_factory=dict)
+    max_examples: int | None = None
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Zero-shot transfer: fine-tune each checkpoint on English, evaluate on the target languages.
+
+    ``pos`` / ``xnli`` override the tasks' fine-tuning hyperparameters (``transfer.finetune.FinetuneParams``);
+    ``target_languages`` defaults to the study's languages (XNLI: those with an XNLI file).
+    A trial requests a GPU when ``use_gpu`` and the cluster has one.
+    """
+
+    tasks: tuple[str, ...] = ("pos",)
+    target_languages: tuple[str, ...] = ()
+    xnli_dir: str | None = None
+    pos: dict = field(default_factory=dict)
+    xnli: dict = field(default_factory=dict)
+    num_cpus: float = 1.0
+    use_gpu: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,9 +119,7 @@ class StudyConfig:
     data: DataParams = field(default_factory=DataParams)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
-
-    def model(self, name: str) -> ModelSpec:
-        return next(m for m in self.models if m.name == name)
+    transfer: TransferConfig | None = None
 
 
 def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
@@ -130,6 +157,14 @@ def _coerce(hint: object, value: object, where: str, problems: list[str]) -> obj
         pairs = enumerate(zip(item_types, value, strict=True))
         items = [_coerce(t, v, f"{where}[{i}]", problems) for i, (t, v) in pairs]
         return _INVALID if any(x is _INVALID for x in items) else tuple(items)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            problems.append(f"{where}: expected a mapping with string keys, got {_describe(value)}")
+            return _INVALID
+        if not args:
+            return dict(value)
+        items = {key: _coerce(args[1], v, f"{where}.{key}", problems) for key, v in value.items()}
+        return _INVALID if any(x is _INVALID for x in items.values()) else items
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where, problems)
     if hint is bool:
@@ -237,6 +272,14 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
     if config.extraction.batch_tokens < 1 or config.extraction.workers < 1:
         problems.append("extraction: batch_tokens and workers must be at least 1")
 
+    for classifier in config.probing.classifiers:
+        if classifier not in ("linear", "gaussian"):
+            problems.append(f"probing.classifiers: unknown classifier '{classifier}' (known: linear, gaussian)")
+    if any(k < 1 for k in config.probing.k_grid):
+        problems.append(f"probing.k_grid: every k must be at least 1, got {list(config.probing.k_grid)}")
+    _check_ranker_params(config, problems)
+    if config.transfer is not None:
+        _check_transfer(config, problems)
     if not config.models:
         problems.append("models: at least one model is required")
     names = [m.name for m in config.models]
@@ -272,6 +315,40 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
                 problems.append(
                     f"probing.k: {config.probing.k} is larger than the hidden size {width} of model '{spec.name}'"
                 )
+
+
+def _check_ranker_params(config: StudyConfig, problems: list[str]) -> None:
+    from probing.rankers import make_ranker
+
+    for method, overrides in config.probing.params.items():
+        if method not in config.probing.methods:
+            problems.append(f"probing.params.{method}: '{method}' is not one of probing.methods")
+            continue
+        try:
+            make_ranker(method, overrides)
+        except (TypeError, ValueError) as err:
+            problems.append(f"probing.params.{method}: {err}")
+
+
+def _check_transfer(config: StudyConfig, problems: list[str]) -> None:
+    from transfer.finetune import FinetuneParams
+
+    transfer = config.transfer
+    for task in transfer.tasks:
+        if task not in TRANSFER_TASKS:
+            problems.append(f"transfer.tasks: unknown task '{task}' (known: {', '.join(TRANSFER_TASKS)})")
+    if "xnli" in transfer.tasks and not (transfer.xnli_dir and Path(transfer.xnli_dir).is_dir()):
+        problems.append(
+            f"transfer.xnli_dir: the xnli task needs a folder of dev-<lang>.tsv files, got {transfer.xnli_dir}"
+        )
+    for language in transfer.target_languages:
+        if not (Path(config.ud_dir) / language).is_dir():
+            problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")
+    for task in ("pos", "xnli"):
+        try:
+            FinetuneParams(**getattr(transfer, task))
+        except (TypeError, ValueError) as err:
+            problems.append(f"transfer.{task}: {err}")
 
 
 def _field_of(problem: str) -> str:
@@ -310,6 +387,9 @@ def load_config(
         for key, value in (("output_root", output_root), ("ud_dir", ud_dir)):
             if value is not None:
                 raw[key] = _resolve(value, Path.cwd())
+        transfer = raw.get("transfer")
+        if isinstance(transfer, dict) and isinstance(transfer.get("xnli_dir"), str):
+            raw["transfer"] = {**transfer, "xnli_dir": _resolve(transfer["xnli_dir"], path.parent)}
         for model in raw.get("models") or []:
             if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
                 model["id"] = _resolve(model["id"], path.parent)

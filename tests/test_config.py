@@ -114,6 +114,11 @@ def test_unreadable_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "absent.yaml")
 
 
-def test_shipped_configs_are_valid():
-    for name in ("tiny.yaml",):
+def test_shipped_configs_are_valid(ud_dir):
+    for name in ("tiny.yaml", "demo.yaml"):
         load_config(REPO / "configs" / name)
+    dynamics = load_config(REPO / "configs" / "bloom-dynamics.yaml", ud_dir=str(ud_dir), check_models=False)
+    assert dynamics.layers == (13, 17) and [len(m.revisions) for m in dynamics.models] == [6, 8, 4]
+    assert dynamics.output_root.startswith("s3://")
+    pitfalls = load_config(REPO / "configs" / "mbert-pitfalls.yaml", ud_dir=str(ud_dir), check_models=False)
+    assert pitfalls.layers == (2, 7, 12) and pitfalls.probing.k == 100
