@@ -32,9 +32,102 @@ def plot_loss_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_overlap_heatmap(
+    languages: list[str], rates: np.ndarray, significant: np.ndarray, path: Path | str, title: str
+) -> Path:
+    """Pairwise overlap rates between languages; a dot marks pairs significant after Holm (paper 002 App. B.1)."""
+    n = len(languages)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 0.5 * n), max(3.6, 1.0 + 0.45 * n)), dpi=120)
+    shown = np.where(np.eye(n, dtype=bool), np.nan, rates)
+    image = ax.imshow(shown, cmap="viridis", vmin=0, vmax=max(0.05, float(np.nanmax(shown)) if n > 1 else 1))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                ax.text(
+                    j,
+                    i,
+                    f"{rates[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] < 0.6 * np.nanmax(shown) else "black",
+                )
+                if significant[i, j]:
+                    ax.plot(j + 0.32, i - 0.32, "o", color="orange", markersize=4)
+    ax.set_xticks(range(n), languages)
+    ax.set_yticks(range(n), languages)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="overlap rate")
+    return _save(fig, path)
+
+
+def plot_series(
+    x: list,
+    series: dict[str, list[float]],
+    path: Path | str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> Path:
+    """One line per series over categorical x (checkpoints or layers), with an optional reference line."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    positions = np.arange(len(x))
+    for label, values in series.items():
+        ax.plot(positions, values, "o-", label=label)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
+    ax.set_xticks(positions, [str(v) for v in x], rotation=30 if len(x) > 4 else 0, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_k(
+    curves: list[tuple[str, list[int], list[float], str]], majority: float, path: Path | str, title: str
+) -> Path:
+    """Accuracy against k for classifier × ranking curves (paper 003 Fig. 3); style: '-', ':' or '--'."""
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    colours: dict[str, str] = {}
+    for label, ks, accuracy, style in curves:
+        family = label.split(" (")[0]
+        colours.setdefault(family, f"C{len(colours)}")
+        ax.plot(ks, accuracy, style, color=colours[family], label=label, linewidth=1.3)
+    ax.axhline(majority, color="black", linewidth=0.8, label="majority baseline")
+    ax.set_xlabel("k (top-ranked neurons used)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def plot_scatter(
+    points: dict[str, tuple[list[float], list[float]]], path: Path | str, title: str, xlabel: str, ylabel: str
+) -> Path:
+    """Scatter of y against x, one colour per group (e.g. overlap vs transfer, coloured by target language)."""
+    fig, ax = plt.subplots(figsize=(5.6, 4), dpi=120)
+    for label, (xs, ys) in points.items():
+        ax.scatter(xs, ys, label=label, s=22)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

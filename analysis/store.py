@@ -33,6 +33,11 @@ LAYOUT: dict[str, tuple[str, ...]] = {
     "pretrain_loss": ("model",),
     "rankings": ("model", "checkpoint", "layer", "language", "attribute", "method"),
     "probe_metrics": ("model", "checkpoint", "layer", "language", "attribute", "method"),
+    "overlap_pairs": ("model",),
+    "overlap_summary": ("model",),
+    "method_overlaps": ("model",),
+    "transfer": ("model", "checkpoint", "task"),
+    "correlations": ("model",),
     "failures": ("stage",),
 }
 

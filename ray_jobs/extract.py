@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
-from ray_jobs.common import Failures, checkpoints, config_from_args, init_ray, job_arguments
+from ray_jobs.common import Failures, StageResult, checkpoints, config_from_args, init_ray, job_arguments
 from ray_jobs.config import ModelSpec, StudyConfig
 
 #: Sentences sent to an actor per call, and calls in flight per actor.
@@ -164,9 +164,10 @@ def run_extraction(config: StudyConfig, sources: dict[str, str], data_fps: dict[
 
     store = Store(config.output_root)
     units = _pending_units(config, store, sources, data_fps)
+    possible = sum(1 for spec, _ in checkpoints(config) if spec.name in sources) * len(data_fps)
     if not units:
         print("[extract] every activation partition is already stored; nothing to do")
-        return 0
+        return StageResult(0, possible)
     by_checkpoint: dict[tuple[str, str], list] = {}
     for unit in units:
         by_checkpoint.setdefault((unit[0].name, unit[1]), []).append(unit)
@@ -224,7 +225,7 @@ def run_extraction(config: StudyConfig, sources: dict[str, str], data_fps: dict[
     with ThreadPoolExecutor(max_workers=config.extraction.workers) as pool:
         list(pool.map(run_checkpoint, by_checkpoint.values()))
     bar.close()
-    return len(done_units)
+    return StageResult(len(done_units), possible - len(units))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     store = Store(config.output_root)
     failures = Failures("extract")
-    sources = run_pretraining(config, failures)
-    data_fps = run_prepare(config, failures)
+    sources, _ = run_pretraining(config, failures)
+    data_fps, _ = run_prepare(config, failures)
     run_extraction(config, sources, data_fps, failures)
     failures.write(store)
     return 1 if failures.rows else 0

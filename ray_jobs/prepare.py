@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from analysis.store import Store, fingerprint
 from probing.datasets import SPLITS, build_language
-from ray_jobs.common import Failures, config_from_args, job_arguments, ud_signature
+from ray_jobs.common import Failures, StageResult, config_from_args, job_arguments, ud_signature
 from ray_jobs.config import StudyConfig
 
 STATS_SCHEMA = pa.schema(
@@ -35,32 +35,40 @@ def data_fingerprint(config: StudyConfig, language: str) -> str:
     return fingerprint("data", config.data, sorted(config.attributes), ud_signature(config.ud_dir, language))
 
 
-def prepare_language(config: StudyConfig, language: str) -> str:
-    """Build and store one language's tables unless they are already stored; return their fingerprint."""
+def prepare_language(config: StudyConfig, language: str) -> tuple[str, bool]:
+    """Build and store one language's tables unless already stored; return their fingerprint and if built now."""
     store = Store(config.output_root)
     fp = data_fingerprint(config, language)
     stats_path = store.path("dataset_stats", language=language)
     if store.done(stats_path, fp):
-        return fp
+        return fp, False
     data = build_language(config.ud_dir, language, config.attributes, config.data)
     store.write(data.sentences, store.path("sentences", language=language), fp)
     for attribute, table in data.datasets.items():
         store.write(table, store.path("words", language=language, attribute=attribute), fp)
     rows = [{**s, "n_values": len(s["values"])} for s in data.stats]
     store.write(pa.Table.from_pylist(rows, schema=STATS_SCHEMA), stats_path, fp)  # written last: marks completion
-    return fp
+    return fp, True
 
 
-def run_prepare(config: StudyConfig, failures: Failures, runner: Callable | None = None) -> dict[str, str]:
-    """Prepare every language (``runner`` maps the per-language function, e.g. over Ray tasks)."""
+def run_prepare(
+    config: StudyConfig, failures: Failures, runner: Callable | None = None
+) -> tuple[dict[str, str], StageResult]:
+    """Prepare every language (``runner`` maps the per-language function, e.g. over Ray tasks).
+
+    Returns the data fingerprint of each language that is ready, and what was done.
+    """
     fingerprints: dict[str, str] = {}
-    results = (runner or _serial)(prepare_language, config, config.languages)
-    for language, outcome in zip(config.languages, results, strict=True):
+    result = StageResult()
+    outcomes = (runner or _serial)(prepare_language, config, config.languages)
+    for language, outcome in zip(config.languages, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             failures.add(f"language={language}", outcome)
         else:
-            fingerprints[language] = outcome
-    return fingerprints
+            fingerprints[language], built = outcome
+            result.run += built
+            result.reused += not built
+    return fingerprints, result
 
 
 def _serial(function: Callable, config: StudyConfig, languages: tuple[str, ...]) -> list:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
-from ray_jobs.common import Failures, config_from_args, init_ray, job_arguments, ud_signature
+from ray_jobs.common import Failures, StageResult, config_from_args, init_ray, job_arguments, ud_signature
 from ray_jobs.config import ModelSpec, StudyConfig
 
 
@@ -64,26 +64,29 @@ def pretrain_model(config: StudyConfig, spec: ModelSpec, directory: str, threads
     return directory
 
 
-def run_pretraining(config: StudyConfig, failures: Failures) -> dict[str, str]:
+def run_pretraining(config: StudyConfig, failures: Failures) -> tuple[dict[str, str], StageResult]:
     """Model name → where to load its checkpoints from, pre-training the models that ask for it."""
     import ray
 
     sources = {spec.name: str(spec.id) for spec in config.models if spec.pretrain is None}
+    result = StageResult()
     for spec in (s for s in config.models if s.pretrain is not None):
         try:
             directory = run_dir(config, spec)
             store = Store(config.output_root)
             if store.done(store.path("pretrain_loss", model=spec.name), fingerprint(directory)):
                 print(f"[pretrain] {spec.name}: already trained in {directory}")
+                result.reused += 1
             else:
                 gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
                 cpus = 1 if gpus else max(1, int(min(ray.available_resources().get("CPU", 1), 16)))
                 task = ray.remote(num_cpus=cpus, num_gpus=gpus)(pretrain_model)
                 ray.get(task.remote(config, spec, directory, cpus))
+                result.run += 1
             sources[spec.name] = directory
         except Exception as err:
             failures.add(f"model={spec.name}", err)
-    return sources
+    return sources, result
 
 
 def main(argv: list[str] | None = None) -> int:

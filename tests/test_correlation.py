@@ -12,7 +12,8 @@ from analysis.correlation import correlate, correlation_rows
 def test_pearson_and_spearman_on_a_worked_example():
     x = np.array([0.10, 0.20, 0.30, 0.40, 0.50])
     y = np.array([0.30, 0.35, 0.50, 0.45, 0.60])
-    # by hand: dx = [-.2,-.1,0,.1,.2], dy = [-.14,-.09,.06,.01,.16]; Sxy = .028+.009+0+.001+.032 = .070, Sxx = .1, Syy = .057
+    # by hand: dx = [-.2,-.1,0,.1,.2], dy = [-.14,-.09,.06,.01,.16]
+    # Sxy = .028+.009+0+.001+.032 = .070, Sxx = .1, Syy = .057
     r = 0.070 / math.sqrt(0.1 * 0.057)
     t = r * math.sqrt(3 / (1 - r * r))
     p = 2 * stats.t.sf(t, 3)

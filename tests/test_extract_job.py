@@ -43,9 +43,9 @@ def study(tmp_path: Path, ud_dir: Path, model_dir: Path, root: str, sentences: i
 
 def extract_all(config, model_dir):
     failures = Failures("extract")
-    data_fps = run_prepare(config, failures)
-    done = extract.run_extraction(config, {"tiny": str(model_dir)}, data_fps, failures)
-    return done, failures
+    data_fps, _ = run_prepare(config, failures)
+    result = extract.run_extraction(config, {"tiny": str(model_dir)}, data_fps, failures)
+    return result.run, failures
 
 
 def test_activations_cover_every_word_and_a_rerun_does_nothing(ray_cluster, tmp_path, ud_dir, tiny_bloom_dir):

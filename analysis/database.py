@@ -1,0 +1,110 @@
+"""One DuckDB database file of views over the study's Parquet tables, so results are queried in place.
+
+``results.duckdb`` in the output root holds only view definitions (``read_parquet`` over each table's
+hive-partitioned files), so it stays small, always shows the current files, and opens in the duckdb
+CLI as well as in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+
+from analysis.store import LAYOUT, Store
+
+DATABASE_NAME = "results.duckdb"
+
+
+#: Views over other views, created when the views they read exist. The transfer joins pair each
+#: checkpoint's overlap (averaged over the study's layers, attributes and seeds) with its scores.
+DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
+    "overlap_transfer_average": (
+        ("overlap_summary", "transfer"),
+        """
+        WITH o AS (SELECT model, checkpoint, method, avg(average_rate) AS overlap_rate
+                   FROM overlap_summary WHERE n_languages > 1 GROUP BY ALL),
+             t AS (SELECT model, checkpoint, task, metric, avg(value) AS value, count(*) AS n_targets
+                   FROM transfer WHERE target_language <> source_language GROUP BY ALL)
+        SELECT t.model, t.checkpoint, t.task, t.metric, o.method, o.overlap_rate, t.value, t.n_targets
+        FROM t JOIN o USING (model, checkpoint)""",
+    ),
+    "overlap_transfer_pairwise": (
+        ("overlap_pairs", "transfer"),
+        """
+        WITH pairs AS (SELECT model, checkpoint, method, rate, language_a AS source_language,
+                              language_b AS target_language FROM overlap_pairs
+                       UNION ALL
+                       SELECT model, checkpoint, method, rate, language_b, language_a FROM overlap_pairs),
+             o AS (SELECT model, checkpoint, method, source_language, target_language, avg(rate) AS overlap_rate
+                   FROM pairs GROUP BY ALL)
+        SELECT t.model, t.checkpoint, t.task, t.metric, o.method, t.source_language, t.target_language,
+               o.overlap_rate, t.value
+        FROM transfer t JOIN o USING (model, checkpoint, source_language, target_language)""",
+    ),
+}
+
+
+def table_glob(store: Store, table: str) -> str:
+    """The glob of a table's files (hidden temporary files do not match)."""
+    depth = "/".join("*" for _ in LAYOUT[table])
+    return f"{store.table_dir(table)}/{depth}/*.parquet"
+
+
+def create_database(root: str | Path, path: str | Path | None = None) -> Path:
+    """(Re)create the database of views for every table present under the root; return its path.
+
+    The database is built under a temporary name and renamed into place, so a user who has the old
+    one open (the duckdb CLI holds a lock) never blocks a study, and never sees a half-built one.
+    """
+    store = Store(root)
+    path = Path(path) if path is not None else Path(store.base) / DATABASE_NAME
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    present = [t for t in LAYOUT if store.exists(t)]
+    with duckdb.connect(str(tmp)) as con:
+        for table in present:
+            glob = table_glob(store, table)
+            if not _has_files(con, glob):
+                continue
+            con.execute(
+                f"CREATE VIEW \"{table}\" AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+                f"union_by_name = true)"
+            )
+        views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        for name, (needs, sql) in DERIVED_VIEWS.items():
+            if set(needs) <= views:
+                con.execute(f'CREATE VIEW "{name}" AS {sql}')
+    os.replace(tmp, path)
+    return path
+
+
+def _has_files(con: duckdb.DuckDBPyConnection, glob: str) -> bool:
+    return con.execute(f"SELECT count(*) FROM glob('{glob}')").fetchone()[0] > 0
+
+
+def query(database: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SQL against the study database (read-only); return column names and rows."""
+    with duckdb.connect(str(database), read_only=True) as con:
+        result = con.execute(sql)
+        return [c[0] for c in result.description], result.fetchall()
+
+
+def format_table(columns: list[str], rows: list[tuple], max_rows: int = 50) -> str:
+    """An aligned text table of a query result (floats to 4 significant digits)."""
+
+    def cell(x: object) -> str:
+        if isinstance(x, float):
+            return f"{x:.4g}"
+        text = str(x)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    shown = [[cell(x) for x in row] for row in rows[:max_rows]]
+    widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in shown]
+    if len(rows) > max_rows:
+        lines.append(f"... {len(rows) - max_rows} more rows")
+    lines.append(f"({len(rows)} rows)")
+    return "\n".join(line.rstrip() for line in lines)

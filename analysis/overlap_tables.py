@@ -1,0 +1,121 @@
+"""Overlap tables of a study from its rankings: cross-lingual pairs, per-matrix summaries, method agreement.
+
+Input: ranking records (one per model, checkpoint, layer, language, attribute, method, seed; top-to-bottom
+order of all d neurons). Output: plain row dicts for the ``overlap_pairs``, ``overlap_summary`` and
+``method_overlaps`` tables. Trajectories across checkpoints and layers are these rows ordered by
+``checkpoint_index`` and ``layer``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from analysis.overlap import (
+    common_overlap_pvalue,
+    expected_common_overlap,
+    matrix_summary,
+    overlap_pvalue,
+    pairwise_overlap,
+)
+
+MATRIX_KEY = ("model", "checkpoint", "layer", "attribute", "method", "seed")
+CONFIG_KEY = ("model", "checkpoint", "layer", "language", "attribute", "seed")
+
+
+def _grouped(records: Iterable[Mapping], key: tuple[str, ...], member: str) -> dict[tuple, dict[str, np.ndarray]]:
+    groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    for record in records:
+        groups[tuple(record[c] for c in key)][record[member]] = np.asarray(record["ranking"])
+    return groups
+
+
+def cross_lingual_rows(
+    records: Iterable[Mapping], k: int, checkpoint_index: Mapping[tuple[str, str], int], alpha: float = 0.05
+) -> tuple[list[dict], list[dict]]:
+    """Pairwise language overlaps and one summary per (model, checkpoint, layer, attribute, method, seed)."""
+    pairs, summaries = [], []
+    for group, by_language in sorted(_grouped(records, MATRIX_KEY, "language").items(), key=lambda g: str(g[0])):
+        base = dict(zip(MATRIX_KEY, group, strict=True))
+        base["checkpoint_index"] = checkpoint_index.get((base["model"], base["checkpoint"]), -1)
+        languages = sorted(by_language)
+        orders = [by_language[lang] for lang in languages]
+        d = len(orders[0])
+        kk = min(k, d)
+        counts = pairwise_overlap(orders, kk)
+        summary = matrix_summary(counts, kk, d, alpha)
+        for i, j, overlap, rate, p, p_holm, significant in zip(
+            summary["rows"],
+            summary["cols"],
+            summary["overlap"],
+            summary["rate"],
+            summary["pvalue"],
+            summary["pvalue_holm"],
+            summary["significant"],
+            strict=True,
+        ):
+            pairs.append(
+                {
+                    **base,
+                    "language_a": languages[i],
+                    "language_b": languages[j],
+                    "k": kk,
+                    "d": d,
+                    "overlap": int(overlap),
+                    "rate": float(rate),
+                    "expected": kk * kk / d,
+                    "pvalue": float(p),
+                    "pvalue_holm": float(p_holm),
+                    "significant": bool(significant),
+                }
+            )
+        n = len(languages)
+        common = int(np.all([np.isin(np.arange(d), o[:kk]) for o in orders], axis=0).sum())
+        summaries.append(
+            {
+                **base,
+                "k": kk,
+                "d": d,
+                "n_languages": n,
+                "languages": languages,
+                "n_pairs": len(summary["overlap"]),
+                "average_overlap": float(np.mean(summary["overlap"])) if n > 1 else float("nan"),
+                "average_rate": summary["average_rate"],
+                "expected_rate": kk / d,
+                "n_significant": int(np.sum(summary["significant"])),
+                "common_overlap": common,
+                "common_expected": expected_common_overlap(n, kk, d),
+                "common_pvalue": common_overlap_pvalue(common, n, kk, d) if n > 1 else float("nan"),
+            }
+        )
+    return pairs, summaries
+
+
+def method_overlap_rows(records: Iterable[Mapping], k: int) -> list[dict]:
+    """Overlap of the top-k of every pair of methods for the same (checkpoint, layer, language, attribute)."""
+    rows = []
+    for group, by_method in sorted(_grouped(records, CONFIG_KEY, "method").items(), key=lambda g: str(g[0])):
+        base = dict(zip(CONFIG_KEY, group, strict=True))
+        methods = sorted(by_method)
+        if len(methods) < 2:
+            continue
+        d = len(by_method[methods[0]])
+        kk = min(k, d)
+        counts = pairwise_overlap([by_method[m] for m in methods], kk)
+        for i in range(len(methods)):
+            for j in range(i + 1, len(methods)):
+                rows.append(
+                    {
+                        **base,
+                        "method_a": methods[i],
+                        "method_b": methods[j],
+                        "k": kk,
+                        "d": d,
+                        "overlap": int(counts[i, j]),
+                        "expected": kk * kk / d,
+                        "pvalue": float(overlap_pvalue(counts[i, j], kk, d)),
+                    }
+                )
+    return rows

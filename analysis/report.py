@@ -1,0 +1,86 @@
+"""A static HTML report: one file plus its PNGs, built from sections of text, tables and images."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0 1.2em; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figcaption { font-size: 0.8em; color: #555; max-width: 560px; }
+img { max-width: 560px; border: 1px solid #eee; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+p.note { color: #555; font-size: 0.9em; }
+"""
+
+
+@dataclass
+class Table:
+    """A captioned table of rows."""
+
+    caption: str
+    columns: list[str]
+    rows: list[tuple]
+
+
+@dataclass
+class Section:
+    """A report section: paragraphs, tables, images (file names relative to the report) and code."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f'<td class="num">{value:.4g}</td>'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f'<td class="num">{value}</td>'
+    if isinstance(value, list | tuple):
+        value = ", ".join(map(str, value))
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def render(title: str, sections: list[Section]) -> str:
+    """The HTML text of a report."""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        for table in section.tables:
+            parts.append(
+                f"<p class='note'>{html.escape(table.caption)}</p><table><tr>"
+                + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+                + "</tr>"
+            )
+            parts += ["<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows]
+            parts.append("</table>")
+        for caption, image in section.images:
+            parts.append(
+                f"<figure><img src='{html.escape(image)}' alt='{html.escape(caption)}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+        parts += [f"<pre>{html.escape(c)}</pre>" for c in section.code]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(path: Path | str, title: str, sections: list[Section]) -> Path:
+    """Write the report atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(title, sections), encoding="utf-8")
+    tmp.replace(path)
+    return path

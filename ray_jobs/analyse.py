@@ -1,0 +1,165 @@
+"""Stage 5: overlap statistics from the stored rankings, the DuckDB database, plots and the HTML report.
+
+The overlap tables carry the fingerprint of the rankings they were computed from, so a rerun over
+unchanged rankings does no work; the report is rebuilt whenever the tables or the stage summary change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import duckdb
+import pyarrow as pa
+
+from analysis.correlation import correlation_rows
+from analysis.database import create_database, table_glob
+from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
+from analysis.store import Store, fingerprint
+from analysis.study_report import build_report
+from ray_jobs.common import Failures, checkpoints, config_from_args, job_arguments
+from ray_jobs.config import StudyConfig, model_revisions
+
+OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps")
+
+
+def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
+    """Top-to-bottom rankings of this study's models, checkpoints, layers, languages, attributes and seeds."""
+    if not store.exists("rankings"):
+        return []
+    keys = {(spec.name, revision) for spec, revision in checkpoints(config)}
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT model, checkpoint, layer, language, attribute, method, seed, ranking "
+            f"FROM read_parquet('{table_glob(store, 'rankings')}', hive_partitioning = true) "
+            f"WHERE direction = 'ttb' ORDER BY ALL"
+        ).fetchall()
+    columns = ("model", "checkpoint", "layer", "language", "attribute", "method", "seed", "ranking")
+    records = [dict(zip(columns, row, strict=True)) for row in rows]
+    return [
+        r
+        for r in records
+        if (r["model"], r["checkpoint"]) in keys
+        and r["layer"] in config.layers
+        and r["language"] in config.languages
+        and r["attribute"] in config.attributes
+        and r["method"] in config.probing.methods
+        and r["seed"] in config.probing.seeds
+    ]
+
+
+def rankings_fingerprint(records: list[dict]) -> str:
+    """A hash of every ranking's key and neuron order."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(
+            repr(
+                (
+                    r["model"],
+                    r["checkpoint"],
+                    r["layer"],
+                    r["language"],
+                    r["attribute"],
+                    r["method"],
+                    r["seed"],
+                    r["ranking"],
+                )
+            ).encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+def run_overlaps(config: StudyConfig) -> bool:
+    """Compute and store the overlap tables per model; return False when they were already up to date."""
+    store = Store(config.output_root)
+    records = read_rankings(config, store)
+    if not records:
+        print("[analyse] no rankings stored yet; nothing to analyse")
+        return False
+    fp = fingerprint("overlaps", rankings_fingerprint(records), config.probing.k)
+    models = sorted({r["model"] for r in records})
+    if all(store.done(store.path(t, model=m), fp) for t in OVERLAP_TABLES for m in models):
+        print("[analyse] overlap tables are up to date")
+        return False
+    order = {(spec.name, rev): i for spec in config.models for i, rev in enumerate(model_revisions(spec))}
+    for model in models:
+        mine = [r for r in records if r["model"] == model]
+        pairs, summaries = cross_lingual_rows(mine, config.probing.k, order)
+        methods = method_overlap_rows(mine, config.probing.k)
+        for table, rows in zip(OVERLAP_TABLES, (pairs, summaries, methods), strict=True):
+            if rows:
+                store.write(
+                    pa.Table.from_pylist([{k: v for k, v in r.items() if k != "model"} for r in rows]),
+                    store.path(table, model=model),
+                    fp,
+                )
+    return True
+
+
+def run_correlations(config: StudyConfig) -> bool:
+    """Correlate overlap with transfer across checkpoints (Average and Pairwise); False when up to date or no data."""
+    store = Store(config.output_root)
+    database = create_database(config.output_root)
+    with duckdb.connect(str(database), read_only=True) as con:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        if not {"overlap_transfer_average", "overlap_transfer_pairwise"} <= views:
+            return False
+        columns = ("model", "checkpoint", "task", "metric", "method", "overlap_rate", "value")
+        points = [
+            {**dict(zip(columns, row, strict=True)), "kind": "average"}
+            for row in con.execute(f"SELECT {', '.join(columns)} FROM overlap_transfer_average ORDER BY ALL").fetchall()
+        ]
+        points += [
+            {**dict(zip(columns, row, strict=True)), "kind": "pairwise"}
+            for row in con.execute(
+                f"SELECT {', '.join(columns)} FROM overlap_transfer_pairwise "
+                f"WHERE target_language <> source_language ORDER BY ALL"
+            ).fetchall()
+        ]
+    fp = fingerprint("correlations", points)
+    models = sorted({p["model"] for p in points})
+    if all(store.done(store.path("correlations", model=m), fp) for m in models):
+        return False
+    for model in models:
+        rows = correlation_rows([p for p in points if p["model"] == model])
+        store.write(
+            pa.Table.from_pylist([{k: v for k, v in r.items() if k != "model"} for r in rows]),
+            store.path("correlations", model=model),
+            fp,
+        )
+    return True
+
+
+def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
+    """Recreate the DuckDB views and write the HTML report; return the report's path."""
+    store = Store(config.output_root)
+    database = create_database(config.output_root)
+    study = {
+        "name": config.name,
+        "k": config.probing.k,
+        "methods": list(config.probing.methods),
+        "languages": list(config.languages),
+        "attributes": list(config.attributes),
+        "layers": list(config.layers),
+        "checkpoints": {spec.name: list(model_revisions(spec)) for spec in config.models},
+        "stages": stages or [],
+    }
+    return str(build_report(database, f"{store.base}/report", study))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_arguments("Compute overlap statistics and write the DuckDB database and the HTML report.")
+    config = config_from_args(args.parse_args(argv))
+    failures = Failures("analyse")
+    try:
+        run_overlaps(config)
+        run_correlations(config)
+        print(f"[analyse] report: {run_report(config)}")
+    except Exception as err:
+        failures.add("analyse", err)
+    failures.write(Store(config.output_root))
+    return 1 if failures.rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

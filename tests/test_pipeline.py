@@ -1,0 +1,96 @@
+"""The one-command study on a tiny config through a real local Ray cluster: every stage, the DuckDB
+views, plots and report, a failing part that is recorded while the rest finishes, and a rerun that
+does no work."""
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import matplotlib.image
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from analysis.database import DATABASE_NAME
+from analysis.store import LAYOUT, Store
+from ray_jobs import pipeline
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path, ud_dir: Path, extra_models: list[dict] = ()) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    config.update(ud_dir=str(ud_dir), output_root=str(tmp_path / "study"))
+    config["models"] = config["models"] + list(extra_models)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_study(ray_cluster, tmp_path_factory, ud_dir, tiny_bloom_dir):
+    """The tiny study plus a model whose one checkpoint is corrupt: exit status 1, the rest complete."""
+    tmp_path = tmp_path_factory.mktemp("pipeline")
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_bloom_dir / "step-a", broken / "step-x")
+    (broken / "step-x" / "model.safetensors").write_bytes(b"not a safetensors file")
+    path = tiny_config(tmp_path, ud_dir, [{"name": "broken", "id": str(broken), "revisions": ["step-x"]}])
+    status = pipeline.main(["--config", str(path)])
+    return tmp_path, path, status
+
+
+def test_a_failing_part_is_recorded_and_the_rest_finishes(finished_study):
+    tmp_path, _, status = finished_study
+    assert status == 1
+    root = tmp_path / "study"
+    con = duckdb.connect(str(root / DATABASE_NAME), read_only=True)
+    failures = con.execute("SELECT stage, key FROM failures WHERE stage IN ('extract', 'transfer')").fetchall()
+    assert sorted(stage for stage, _ in failures) == ["extract", "transfer"]
+    assert all("broken" in key for _, key in failures)
+    # the good model went through every stage
+    trials = con.execute("SELECT count(*) FROM rankings WHERE direction = 'ttb' AND model = 'tiny-bloom'").fetchone()
+    assert trials[0] == 2 * 2 * 2 * 2 * 2  # checkpoints x layers x languages x attributes x methods
+    assert con.execute("SELECT count(DISTINCT checkpoint) FROM transfer WHERE model = 'tiny-bloom'").fetchone()[0] == 2
+    summary = con.execute("SELECT count(*), min(n_languages) FROM overlap_summary").fetchone()
+    assert summary == (2 * 2 * 2 * 2, 2)  # checkpoints x layers x attributes x methods, 2 languages each
+    assert con.execute("SELECT count(*) FROM correlations").fetchone()[0] > 0
+
+
+def test_every_view_returns_the_rows_written(finished_study):
+    root = finished_study[0] / "study"
+    store = Store(root)
+    con = duckdb.connect(str(root / DATABASE_NAME), read_only=True)
+    for table in LAYOUT:
+        if not store.exists(table):
+            continue
+        written = ds.dataset(store.table_dir(table), format="parquet", partitioning="hive").count_rows()
+        assert con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == written, table
+    for view in ("overlap_transfer_average", "overlap_transfer_pairwise"):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] > 0
+
+
+def test_report_and_plots_are_written_and_not_blank(finished_study):
+    report = finished_study[0] / "study" / "report"
+    html = (report / "index.html").read_text()
+    images = sorted(report.glob("*.png"))
+    kinds = {p.name.split("-")[0] for p in images}
+    assert {"loss", "overlap", "heatmap", "accuracy", "transfer"} <= kinds
+    for image in images:
+        assert image.name in html
+        pixels = matplotlib.image.imread(image)
+        assert pixels.std() > 0.02, image.name  # not a blank canvas
+    for heading in ("Word datasets", "Cross-lingual overlap", "Probing", "Zero-shot", "Failures"):
+        assert heading in html
+
+
+def test_a_rerun_of_the_finished_study_does_no_work(finished_study, capsys):
+    tmp_path, _, _ = finished_study
+    path = tiny_config(tmp_path, Path(yaml.safe_load((tmp_path / "tiny.yaml").read_text())["ud_dir"]))
+    report = tmp_path / "study" / "report" / "index.html"
+    before = report.stat().st_mtime_ns
+    capsys.readouterr()
+    assert pipeline.main(["--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out
+    assert report.stat().st_mtime_ns == before
