@@ -235,6 +235,36 @@ def greedy_ranking(result: GreedyResult, criterion: str, prior_entropy: float) -
     return order, criterion_scores(loglik, criterion, prior_entropy).astype(np.float64)
 
 
+class ScoreRanker:
+    """Shared fit of the rankers that score every neuron once on train and sort (dev data unused).
+
+    Subclasses set ``method`` and ``params_type`` and implement ``neuron_scores``.
+    """
+
+    method: str
+    params_type: type = RankerParams
+
+    def __init__(self, params: RankerParams | None = None):
+        self.params = params if params is not None else self.params_type()
+
+    def neuron_scores(self, X_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
+        """One score per neuron (d,), higher = more relevant to the labels."""
+        raise NotImplementedError
+
+    def fit(
+        self,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        X_dev: np.ndarray | None = None,
+        y_dev: np.ndarray | None = None,
+    ) -> Ranking:
+        """Score the neurons on train; rank them highest first (ties by neuron index)."""
+        n_classes = check_inputs(X_train, y_train, X_dev, y_dev)
+        scores = self.neuron_scores(X_train, y_train, n_classes)
+        order = np.argsort(-scores, kind="stable")
+        return Ranking(order, scores[order], self.method, asdict(self.params))
+
+
 class GreedyRanker:
     """Shared fit of the greedy rankers: standardise, fit the model once, then choose k neurons on dev.
 

@@ -8,13 +8,13 @@ al.'s per-label quota, which gives every label the same number of neurons at eve
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from probing.rankers.base import RankerParams, Ranking, Standardiser, check_inputs
+from probing.rankers.base import RankerParams, ScoreRanker, Standardiser
 
 
 @dataclass(frozen=True)
@@ -51,27 +51,15 @@ def train_elastic_net(Z: np.ndarray, y: np.ndarray, n_classes: int, params: Line
     return weight.detach().double().numpy()
 
 
-class LinearRanker:
+class LinearRanker(ScoreRanker):
     """Rank neurons by the mean absolute weight of an elastic-net linear probe (dev data unused)."""
 
     method = "linear"
     params_type = LinearParams
 
-    def __init__(self, params: LinearParams | None = None):
-        self.params = params if params is not None else LinearParams()
-
-    def fit(
-        self,
-        X_train: np.ndarray,
-        y_train: np.ndarray,
-        X_dev: np.ndarray | None = None,
-        y_dev: np.ndarray | None = None,
-    ) -> Ranking:
-        """Train the probe on standardised train data; scores = mean |W| over labels, highest first."""
-        n_classes = check_inputs(X_train, y_train, X_dev, y_dev)
+    def neuron_scores(self, X_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
+        """Train the probe on standardised train data; a neuron's score is its mean |W| over labels."""
         self.weight_ = train_elastic_net(
             Standardiser.fit(X_train)(X_train), y_train.astype(np.int64), n_classes, self.params
         )
-        scores = np.abs(self.weight_).mean(axis=0)
-        order = np.argsort(-scores, kind="stable")
-        return Ranking(order, scores[order], self.method, asdict(self.params))
+        return np.abs(self.weight_).mean(axis=0)

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from probing.rankers.base import RankerParams, Ranking, check_inputs
+from probing.rankers.base import Ranking, ScoreRanker, check_inputs
 
 
 def probeless_scores(X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -15,37 +15,20 @@ def probeless_scores(X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray
     return np.abs(means[:, None, :] - means[None, :, :]).sum(axis=(0, 1))
 
 
-class ProbelessRanker:
+class ProbelessRanker(ScoreRanker):
     """Rank neurons by how far apart the class means are, on the raw (unstandardised) activations, as in the paper."""
 
     method = "probeless"
-    params_type = RankerParams
 
-    def __init__(self, params: RankerParams | None = None):
-        self.params = params if params is not None else RankerParams()
-
-    def fit(
-        self,
-        X_train: np.ndarray,
-        y_train: np.ndarray,
-        X_dev: np.ndarray | None = None,
-        y_dev: np.ndarray | None = None,
-    ) -> Ranking:
-        """Scores from train class means, highest first (ties by neuron index); dev data unused."""
-        n_classes = check_inputs(X_train, y_train, X_dev, y_dev)
-        scores = probeless_scores(X_train, y_train, n_classes)
-        order = np.argsort(-scores, kind="stable")
-        return Ranking(order, scores[order], self.method, asdict(self.params))
+    def neuron_scores(self, X_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
+        """Scores from the train class means."""
+        return probeless_scores(X_train, y_train, n_classes)
 
 
-class RandomRanker:
+class RandomRanker(ScoreRanker):
     """The random control: a permutation drawn from the seed; its scores are NaN (it has none)."""
 
     method = "random"
-    params_type = RankerParams
-
-    def __init__(self, params: RankerParams | None = None):
-        self.params = params if params is not None else RankerParams()
 
     def fit(
         self,
