@@ -47,41 +47,67 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+#: Tables small enough to load whole into memory for the report and the correlations.
+SUMMARY_TABLES = (
+    "dataset_stats",
+    "extraction_stats",
+    "pretrain_loss",
+    "probe_metrics",
+    "overlap_pairs",
+    "overlap_summary",
+    "method_overlaps",
+    "transfer",
+    "correlations",
+    "failures",
+)
+
+
 def table_glob(store: Store, table: str) -> str:
-    """The glob of a table's files (hidden temporary files do not match)."""
+    """The glob of a table's files, as DuckDB addresses them (hidden temporary files do not match)."""
     depth = "/".join("*" for _ in LAYOUT[table])
-    return f"{store.table_dir(table)}/{depth}/*.parquet"
+    return store.uri(f"{store.table_dir(table)}/{depth}/*.parquet")
+
+
+def _create_derived_views(con: duckdb.DuckDBPyConnection, temporary: bool) -> None:
+    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    for name, (needs, sql) in DERIVED_VIEWS.items():
+        if set(needs) <= views:
+            con.execute(f'CREATE {"TEMP " if temporary else ""}VIEW "{name}" AS {sql}')
 
 
 def create_database(root: str | Path, path: str | Path | None = None) -> Path:
     """(Re)create the database of views for every table present under the root; return its path.
 
-    The database is built under a temporary name and renamed into place, so a user who has the old
-    one open (the duckdb CLI holds a lock) never blocks a study, and never sees a half-built one.
+    It goes to the root (or, for a remote root, to `Store.local_dir`). It is built under a temporary
+    name and renamed into place, so a user who has the old one open (the duckdb CLI holds a lock)
+    never blocks a study and never sees a half-built one. Over a remote root, DuckDB needs its
+    httpfs extension to read the files.
     """
     store = Store(root)
-    path = Path(path) if path is not None else Path(store.base) / DATABASE_NAME
+    path = Path(path) if path is not None else store.local_dir() / DATABASE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    present = [t for t in LAYOUT if store.exists(t)]
     with duckdb.connect(str(tmp)) as con:
-        for table in present:
-            glob = table_glob(store, table)
-            if not _has_files(con, glob):
-                continue
+        for table in (t for t in LAYOUT if store.table_files(t)):
             con.execute(
-                f"CREATE VIEW \"{table}\" AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
-                f"union_by_name = true)"
+                f"CREATE VIEW \"{table}\" AS SELECT * FROM read_parquet('{table_glob(store, table)}', "
+                f"hive_partitioning = true, union_by_name = true)"
             )
-        views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        for name, (needs, sql) in DERIVED_VIEWS.items():
-            if set(needs) <= views:
-                con.execute(f'CREATE VIEW "{name}" AS {sql}')
+        _create_derived_views(con, temporary=False)
     os.replace(tmp, path)
     return path
 
 
-def _has_files(con: duckdb.DuckDBPyConnection, glob: str) -> bool:
-    return con.execute(f"SELECT count(*) FROM glob('{glob}')").fetchone()[0] > 0
+def open_results(root: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the summary tables (read through pyarrow, so any filesystem works)
+    and the derived views; what the report and the correlations query."""
+    store = Store(root)
+    con = duckdb.connect()
+    for table in SUMMARY_TABLES:
+        if store.table_files(table):
+            con.register(table, store.read(table))
+    _create_derived_views(con, temporary=True)
+    return con
 
 
 def query(database: str | Path, sql: str) -> tuple[list[str], list[tuple]]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import uuid
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -74,6 +76,31 @@ class Store:
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    def uri(self, path: str) -> str:
+        """A store path as other tools (DuckDB) address it: a local path, or ``scheme://path``."""
+        return path if self.is_local else f"{self.root.split('://', 1)[0]}://{path}"
+
+    def local_dir(self) -> Path:
+        """Where what must sit on local disk goes (the DuckDB file, the report, model scratch): the root
+        itself when it is local, else a folder named after it under ``$XLING_LOCAL_DIR`` (~/.cache/xling)."""
+        if self.is_local:
+            return Path(self.base)
+        cache = Path(os.environ.get("XLING_LOCAL_DIR", "~/.cache/xling")).expanduser()
+        return cache / re.sub(r"[^A-Za-z0-9._-]+", "_", self.base)
+
+    def table_files(self, table: str) -> list[str]:
+        """The visible Parquet files of a table (hidden temporary files excluded)."""
+        if not self.exists(table):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.table_dir(table), recursive=True))
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File
+            and i.base_name.endswith(".parquet")
+            and not i.base_name.startswith((".", "_"))
+        )
+
     def table_dir(self, table: str) -> str:
         return f"{self.base}/{table}"
 
@@ -121,12 +148,6 @@ class Store:
 
     def exists(self, table: str) -> bool:
         return self.fs.get_file_info(self.table_dir(table)).type == pafs.FileType.Directory
-
-    def local_path(self, path: str) -> Path:
-        """A store path as a local Path (model checkpoints must be local to be loaded)."""
-        if not self.is_local:
-            raise ValueError(f"{self.root} is not a local directory")
-        return Path(path)
 
 
 class AtomicParquetWriter:

@@ -33,74 +33,73 @@ def _table(con: duckdb.DuckDBPyConnection, caption: str, sql: str) -> Table:
     return Table(caption, [c[0] for c in result.description], result.fetchall())
 
 
-def build_report(database: Path | str, out_dir: Path | str, study: dict) -> Path:
-    """Write ``index.html`` and its PNGs into ``out_dir``.
+def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path | str, study: dict) -> Path:
+    """Write ``index.html`` and its PNGs into ``out_dir`` from the study's tables in ``con``.
 
     ``study`` holds plain facts: name, k, methods (config order), checkpoint order per model
     (``checkpoints``: {model: [revision, ...]}), and ``stages`` (rows of the pipeline summary).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(database), read_only=True) as con:
-        views = _views(con)
-        sections = [_overview(study)]
-        if "pretrain_loss" in views:
-            sections.append(_pretraining(con, out_dir))
-        if "dataset_stats" in views:
-            sections.append(
-                Section(
-                    "Word datasets",
-                    tables=[
-                        _table(
-                            con,
-                            "Examples per lemma-disjoint split, and the values kept (rarer values dropped)",
-                            "SELECT language, attribute, n_train, n_dev, n_test, n_values, values, note "
-                            "FROM dataset_stats ORDER BY language, attribute",
-                        )
-                    ],
-                )
+    views = _views(con)
+    sections = [_overview(study)]
+    if "pretrain_loss" in views:
+        sections.append(_pretraining(con, out_dir))
+    if "dataset_stats" in views:
+        sections.append(
+            Section(
+                "Word datasets",
+                tables=[
+                    _table(
+                        con,
+                        "Examples per lemma-disjoint split, and the values kept (rarer values dropped)",
+                        "SELECT language, attribute, n_train, n_dev, n_test, n_values, values, note "
+                        "FROM dataset_stats ORDER BY language, attribute",
+                    )
+                ],
             )
-        if "overlap_summary" in views:
-            sections += _overlap_sections(con, out_dir, study)
-        if "probe_metrics" in views:
-            sections.append(_probing_section(con, out_dir, study))
-        if "transfer" in views:
-            sections.append(_transfer_section(con, out_dir, study, views))
-        if "method_overlaps" in views:
-            sections.append(
-                Section(
-                    "Agreement between methods",
-                    tables=[
-                        _table(
-                            con,
-                            "Mean top-k overlap of two methods' rankings of one dataset (chance: k²/d)",
-                            "SELECT method_a, method_b, count(*) AS configs, avg(overlap) AS mean_overlap, "
-                            "avg(expected) AS expected, avg(CAST(pvalue < 0.05 AS INTEGER)) AS share_p_below_05 "
-                            "FROM method_overlaps GROUP BY ALL ORDER BY mean_overlap DESC",
-                        )
-                    ],
-                )
+        )
+    if "overlap_summary" in views:
+        sections += _overlap_sections(con, out_dir, study)
+    if "probe_metrics" in views:
+        sections.append(_probing_section(con, out_dir, study))
+    if "transfer" in views:
+        sections.append(_transfer_section(con, out_dir, study, views))
+    if "method_overlaps" in views:
+        sections.append(
+            Section(
+                "Agreement between methods",
+                tables=[
+                    _table(
+                        con,
+                        "Mean top-k overlap of two methods' rankings of one dataset (chance: k²/d)",
+                        "SELECT method_a, method_b, count(*) AS configs, avg(overlap) AS mean_overlap, "
+                        "avg(expected) AS expected, avg(CAST(pvalue < 0.05 AS INTEGER)) AS share_p_below_05 "
+                        "FROM method_overlaps GROUP BY ALL ORDER BY mean_overlap DESC",
+                    )
+                ],
             )
-        for extra in study.get("extra_sections", []):
-            sections.append(extra)
-        if "failures" in views:
-            sections.append(
-                Section(
-                    "Failures",
-                    tables=[
-                        _table(
-                            con,
-                            "Parts of the study that could not run (the rest finished)",
-                            "SELECT stage, key, split_part(error, chr(10), 1) AS error FROM failures ORDER BY ALL",
-                        )
-                    ],
-                )
+        )
+    for extra in study.get("extra_sections", []):
+        sections.append(extra)
+    if "failures" in views:
+        sections.append(
+            Section(
+                "Failures",
+                tables=[
+                    _table(
+                        con,
+                        "Parts of the study that could not run (the rest finished)",
+                        "SELECT stage, key, split_part(error, chr(10), 1) AS error FROM failures ORDER BY ALL",
+                    )
+                ],
             )
+        )
     sections.append(
         Section(
             "Query the results",
             paragraphs=[
-                f"Every table is a view in {Path(database).name} (DuckDB), over the Parquet files in place. "
+                "Every table is a view in results.duckdb (DuckDB), over the Parquet files in place. "
                 'Open it with `duckdb results.duckdb` or `xling sql "..." --root <output root>`.'
             ],
             code=EXAMPLE_QUERIES,

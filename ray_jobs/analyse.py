@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from analysis.correlation import correlation_rows
-from analysis.database import create_database, table_glob
+from analysis.database import create_database, open_results
 from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
 from analysis.store import Store, fingerprint
 from analysis.study_report import build_report
@@ -25,17 +27,12 @@ OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps")
 
 def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
     """Top-to-bottom rankings of this study's models, checkpoints, layers, languages, attributes and seeds."""
-    if not store.exists("rankings"):
+    if not store.table_files("rankings"):
         return []
+    columns = ["model", "checkpoint", "layer", "language", "attribute", "method", "seed", "ranking"]
     keys = {(spec.name, revision) for spec, revision in checkpoints(config)}
-    with duckdb.connect() as con:
-        rows = con.execute(
-            f"SELECT model, checkpoint, layer, language, attribute, method, seed, ranking "
-            f"FROM read_parquet('{table_glob(store, 'rankings')}', hive_partitioning = true) "
-            f"WHERE direction = 'ttb' ORDER BY ALL"
-        ).fetchall()
-    columns = ("model", "checkpoint", "layer", "language", "attribute", "method", "seed", "ranking")
-    records = [dict(zip(columns, row, strict=True)) for row in rows]
+    table = store.read("rankings", columns=columns, filter=ds.field("direction") == "ttb")
+    records = sorted(table.to_pylist(), key=lambda r: tuple(str(r[c]) for c in columns[:-1]))
     return [
         r
         for r in records
@@ -99,23 +96,22 @@ def run_overlaps(config: StudyConfig) -> bool:
 def run_correlations(config: StudyConfig) -> bool:
     """Correlate overlap with transfer across checkpoints (Average and Pairwise); False when up to date or no data."""
     store = Store(config.output_root)
-    database = create_database(config.output_root)
-    with duckdb.connect(str(database), read_only=True) as con:
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        if not {"overlap_transfer_average", "overlap_transfer_pairwise"} <= views:
-            return False
-        columns = ("model", "checkpoint", "task", "metric", "method", "overlap_rate", "value")
-        points = [
-            {**dict(zip(columns, row, strict=True)), "kind": "average"}
-            for row in con.execute(f"SELECT {', '.join(columns)} FROM overlap_transfer_average ORDER BY ALL").fetchall()
-        ]
-        points += [
-            {**dict(zip(columns, row, strict=True)), "kind": "pairwise"}
-            for row in con.execute(
-                f"SELECT {', '.join(columns)} FROM overlap_transfer_pairwise "
-                f"WHERE target_language <> source_language ORDER BY ALL"
-            ).fetchall()
-        ]
+    con = open_results(config.output_root)
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if not {"overlap_transfer_average", "overlap_transfer_pairwise"} <= views:
+        return False
+    columns = ("model", "checkpoint", "task", "metric", "method", "overlap_rate", "value")
+    points = [
+        {**dict(zip(columns, row, strict=True)), "kind": "average"}
+        for row in con.execute(f"SELECT {', '.join(columns)} FROM overlap_transfer_average ORDER BY ALL").fetchall()
+    ]
+    points += [
+        {**dict(zip(columns, row, strict=True)), "kind": "pairwise"}
+        for row in con.execute(
+            f"SELECT {', '.join(columns)} FROM overlap_transfer_pairwise "
+            f"WHERE target_language <> source_language ORDER BY ALL"
+        ).fetchall()
+    ]
     fp = fingerprint("correlations", points)
     models = sorted({p["model"] for p in points})
     if all(store.done(store.path("correlations", model=m), fp) for m in models):
@@ -130,10 +126,23 @@ def run_correlations(config: StudyConfig) -> bool:
     return True
 
 
+def report_path(config: StudyConfig) -> Path:
+    """Where the study's HTML report is written (next to results.duckdb)."""
+    return Store(config.output_root).local_dir() / "report" / "index.html"
+
+
 def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
     """Recreate the DuckDB views and write the HTML report; return the report's path."""
     store = Store(config.output_root)
-    database = create_database(config.output_root)
+    try:
+        create_database(config.output_root)
+    except duckdb.Error as err:
+        if store.is_local:
+            raise
+        print(
+            f"[report] results.duckdb not written: DuckDB could not read {store.uri(store.base)} "
+            f"({str(err).splitlines()[0]}); it needs its httpfs extension and credentials for the store"
+        )
     study = {
         "name": config.name,
         "k": config.probing.k,
@@ -144,7 +153,7 @@ def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
         "checkpoints": {spec.name: list(model_revisions(spec)) for spec in config.models},
         "stages": stages or [],
     }
-    return str(build_report(database, f"{store.base}/report", study))
+    return str(build_report(open_results(config.output_root), report_path(config).parent, study))
 
 
 def main(argv: list[str] | None = None) -> int:

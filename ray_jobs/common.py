@@ -92,6 +92,25 @@ class Failures:
         store.write(table, store.path("failures", stage=self.stage), fp=f"{len(self.rows)}")
 
 
+def loadable_checkpoint(root: str, source: str, revision: str) -> tuple[str, str]:
+    """A (model id or local directory, revision) that transformers can load.
+
+    Checkpoints the study pre-trained into a remote store (``s3://.../models/<run>``) are copied once
+    to the local run directory under `Store.local_dir`; hub ids and local directories pass through.
+    """
+    import pyarrow.fs as pafs
+
+    store = Store(root)
+    scheme = store.uri("")
+    if store.is_local or not source.startswith(scheme):
+        return source, revision
+    remote = source[len(scheme) :]
+    local = store.local_dir() / "models" / remote.rstrip("/").rsplit("/", 1)[-1]
+    if not (local / revision / "config.json").is_file():
+        pafs.copy_files(f"{remote}/{revision}", str(local / revision), source_filesystem=store.fs)
+    return str(local), revision
+
+
 def checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:
     """Every (model, revision) of the study."""
     return [(spec, revision) for spec in config.models for revision in model_revisions(spec)]

@@ -20,7 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
-from ray_jobs.common import Failures, StageResult, checkpoints, config_from_args, init_ray, job_arguments
+from ray_jobs.common import (
+    Failures,
+    StageResult,
+    checkpoints,
+    config_from_args,
+    init_ray,
+    job_arguments,
+    loadable_checkpoint,
+)
 from ray_jobs.config import ModelSpec, StudyConfig
 
 #: Sentences sent to an actor per call, and calls in flight per actor.
@@ -68,7 +76,7 @@ class CheckpointWorker:
 
         torch.set_num_threads(max(1, int(config.extraction.resources.num_cpus)))
         device = "cuda" if config.extraction.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.loaded = load_model(source, revision, device=device)
+        self.loaded = load_model(*loadable_checkpoint(config.output_root, source, revision), device=device)
         params = config.extraction.params
         self.extractor = WordActivationExtractor(self.loaded, layers, params.max_length, params.batch_tokens)
         self.dtype = params.dtype

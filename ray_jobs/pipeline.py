@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from analysis.database import format_table
 from analysis.store import Store
@@ -23,7 +22,7 @@ from ray_jobs.config import StudyConfig
 
 def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
     """Run every stage; return the summary rows and the failures of each stage."""
-    from ray_jobs.analyse import run_correlations, run_overlaps, run_report
+    from ray_jobs.analyse import report_path, run_correlations, run_overlaps, run_report
     from ray_jobs.extract import run_extraction
     from ray_jobs.prepare import run_prepare
     from ray_jobs.pretrain import run_pretraining
@@ -76,9 +75,8 @@ def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
         return StageResult(sum(changed), len(changed) - sum(changed))
 
     stage("analyse", analyse)
-    report = Path(store.base) / "report" / "index.html"
     nothing_done = all(row["run"] == 0 and row["failed"] == 0 for row in summary)
-    if nothing_done and report.is_file():
+    if nothing_done and report_path(config).is_file():
         summary.append({"stage": "report", "run": 0, "already stored": 1, "failed": 0, "seconds": 0.0})
     else:
         stage("report", lambda f: StageResult(1, 0) if run_report(config, summary) else StageResult())
@@ -96,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = [row for f in failures for row in f.rows]
     if all(r["run"] == 0 for r in summary) and not failed:
         print("[pipeline] nothing to do: every stage of this study is already complete")
-    print(f"[pipeline] report: {Store(config.output_root).base}/report/index.html")
+    from ray_jobs.analyse import report_path
+
+    print(f"[pipeline] report: {report_path(config)}")
     if failed:
         print(f"[pipeline] {len(failed)} part(s) failed (see the failures table); the rest finished")
         return 1

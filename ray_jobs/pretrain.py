@@ -2,13 +2,16 @@
 
 The run directory ``<output_root>/models/<name>-<hash>`` is named by a hash of the pre-training
 params and the UD text it reads, so a finished run is reused and a changed config trains anew.
-The loss curve goes to ``pretrain_loss`` (Parquet) and ``loss.png`` in the run directory.
+The loss curve goes to ``pretrain_loss`` (Parquet) and ``loss.png`` in the run directory. Under a
+remote root (``s3://...``) training runs on local disk and the checkpoints are then copied there;
+`ray_jobs.common.loadable_checkpoint` copies them back to a worker's disk when it loads one.
 """
 
 from __future__ import annotations
 
 import sys
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,49 +22,50 @@ from ray_jobs.common import Failures, StageResult, config_from_args, init_ray, j
 from ray_jobs.config import ModelSpec, StudyConfig
 
 
-def run_dir(config: StudyConfig, spec: ModelSpec) -> str:
-    """Where a model's checkpoints live (a local directory)."""
-    store = Store(config.output_root)
-    if not store.is_local:
-        raise ValueError(
-            f"pre-training writes Hugging Face model directories and needs a local output root, "
-            f"not {config.output_root}"
-        )
+def run_name(config: StudyConfig, spec: ModelSpec) -> str:
+    """``<name>-<hash>``: the hash of the pre-training params and of the UD text they read."""
     signature = [ud_signature(config.ud_dir, lang) for lang in sorted(config.languages)]
-    return f"{store.base}/models/{spec.name}-{fingerprint('pretrain', spec.pretrain, signature)[:10]}"
+    return f"{spec.name}-{fingerprint('pretrain', spec.pretrain, signature)[:10]}"
 
 
-def pretrain_model(config: StudyConfig, spec: ModelSpec, directory: str, threads: int) -> str:
-    """Read the UD text of the study's languages and pre-train (or finish) the model; return its directory."""
+def pretrain_model(config: StudyConfig, spec: ModelSpec, name: str, threads: int) -> str:
+    """Read the UD text of the study's languages, pre-train (or finish) the model; return its location.
+
+    Training writes to local disk (the run directory itself under a local root); under a remote root
+    the finished checkpoints are then copied into the store.
+    """
+    import pyarrow.fs as pafs
     import torch
 
     from analysis.plots import plot_loss_curve
     from probing.datasets import read_language
     from probing.pretrain import pretrain
 
+    store = Store(config.output_root)
+    target = f"{store.base}/models/{name}"
+    local = Path(target) if store.is_local else store.local_dir() / "models" / name
     torch.set_num_threads(threads)
     limit = spec.pretrain.sentences_per_language
     texts = [s.text for lang in sorted(config.languages) for s in islice(read_language(config.ud_dir, lang), limit)]
-    print(f"[pretrain] {spec.name}: {len(texts)} sentences, {spec.pretrain.steps} steps -> {directory}")
+    print(f"[pretrain] {spec.name}: {len(texts)} sentences, {spec.pretrain.steps} steps -> {local}")
 
     def report(step: int, loss: float) -> None:
         if step % 50 == 0 or step == spec.pretrain.steps:
             print(f"[pretrain] {spec.name} step {step}/{spec.pretrain.steps} loss {loss:.3f}", flush=True)
 
-    pretrain(texts, spec.pretrain, directory, progress=report, device="cuda" if torch.cuda.is_available() else "cpu")
-    log = pq.read_table(f"{directory}/loss.parquet")
+    pretrain(texts, spec.pretrain, local, progress=report, device="cuda" if torch.cuda.is_available() else "cpu")
+    log = pq.read_table(local / "loss.parquet")
     steps, loss, heldout = (log.column(c).to_numpy() for c in ("step", "loss", "heldout_loss"))
     at = ~np.isnan(heldout)
-    plot_loss_curve(
-        steps[1:], loss[1:], steps[at], heldout[at], f"{directory}/loss.png", f"pre-training of {spec.name}"
-    )
-    store = Store(config.output_root)
+    plot_loss_curve(steps[1:], loss[1:], steps[at], heldout[at], local / "loss.png", f"pre-training of {spec.name}")
+    if not store.is_local:
+        pafs.copy_files(str(local), target, destination_filesystem=store.fs)
     store.write(
-        log.append_column("run_dir", pa.array([directory] * len(log))),
+        log.append_column("run", pa.array([name] * len(log))),
         store.path("pretrain_loss", model=spec.name),
-        fingerprint(directory),
+        fingerprint(name),
     )
-    return directory
+    return store.uri(target)
 
 
 def run_pretraining(config: StudyConfig, failures: Failures) -> tuple[dict[str, str], StageResult]:
@@ -70,20 +74,21 @@ def run_pretraining(config: StudyConfig, failures: Failures) -> tuple[dict[str, 
 
     sources = {spec.name: str(spec.id) for spec in config.models if spec.pretrain is None}
     result = StageResult()
+    store = Store(config.output_root)
     for spec in (s for s in config.models if s.pretrain is not None):
         try:
-            directory = run_dir(config, spec)
-            store = Store(config.output_root)
-            if store.done(store.path("pretrain_loss", model=spec.name), fingerprint(directory)):
-                print(f"[pretrain] {spec.name}: already trained in {directory}")
+            name = run_name(config, spec)
+            location = store.uri(f"{store.base}/models/{name}")
+            if store.done(store.path("pretrain_loss", model=spec.name), fingerprint(name)):
+                print(f"[pretrain] {spec.name}: already trained in {location}")
                 result.reused += 1
             else:
                 gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
                 cpus = 1 if gpus else max(1, int(min(ray.available_resources().get("CPU", 1), 16)))
                 task = ray.remote(num_cpus=cpus, num_gpus=gpus)(pretrain_model)
-                ray.get(task.remote(config, spec, directory, cpus))
+                location = ray.get(task.remote(config, spec, name, cpus))
                 result.run += 1
-            sources[spec.name] = directory
+            sources[spec.name] = location
         except Exception as err:
             failures.add(f"model={spec.name}", err)
     return sources, result

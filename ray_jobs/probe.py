@@ -288,7 +288,7 @@ def run_probing(
         param_space={"spec": tune.grid_search(pending)},
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(
-            storage_path=f"{store.base}/_tune" if store.is_local else f"{config.output_root}/_tune",
+            storage_path=str(store.local_dir() / "_tune"),
             name=f"probe-{int(time.time())}",
             verbose=0,
             callbacks=[TrialProgress(len(pending), "probe")],

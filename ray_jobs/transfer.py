@@ -23,6 +23,7 @@ from ray_jobs.common import (
     config_from_args,
     init_ray,
     job_arguments,
+    loadable_checkpoint,
     ud_signature,
 )
 from ray_jobs.config import StudyConfig
@@ -107,9 +108,10 @@ def run_transfer_trial(spec: dict) -> dict:
     began = time.perf_counter()
     run = run_pos_transfer if spec["task"] == "pos" else run_xnli_transfer
     data_dir = spec["ud_dir"] if spec["task"] == "pos" else spec["xnli_dir"]
+    source, revision = loadable_checkpoint(spec["root"], spec["source"], spec["checkpoint"])
     rows = run(
-        spec["source"],
-        spec["checkpoint"],
+        source,
+        revision,
         data_dir,
         spec["targets"],
         spec["params"],
@@ -149,7 +151,7 @@ def run_transfers(config: StudyConfig, sources: dict[str, str], failures: Failur
         tune.with_resources(_trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}),
         param_space={"spec": tune.grid_search(pending)},
         run_config=tune.RunConfig(
-            storage_path=f"{store.base}/_tune" if store.is_local else f"{store.root}/_tune",
+            storage_path=str(store.local_dir() / "_tune"),
             name=f"transfer-{int(time.time())}",
             verbose=0,
             callbacks=[TrialProgress(len(pending), "transfer")],

@@ -25,11 +25,19 @@ def ud_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One real local Ray cluster (2 CPUs) for the whole session."""
+def ray_cluster(tmp_path_factory):
+    """One real local Ray cluster (2 CPUs) for the whole session; local caches stay in a temp dir."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    local = str(tmp_path_factory.mktemp("xling-local"))
+    os.environ["XLING_LOCAL_DIR"] = local
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"XLING_LOCAL_DIR": local}},
+    )
     yield ray
     ray.shutdown()
 
