@@ -123,8 +123,9 @@ def plot_scatter(
 ) -> Path:
     """Scatter of y against x, one colour per group (e.g. overlap vs transfer, coloured by target language)."""
     fig, ax = plt.subplots(figsize=(5.6, 4), dpi=120)
-    for label, (xs, ys) in points.items():
-        ax.scatter(xs, ys, label=label, s=22)
+    colours = plt.get_cmap("tab20" if len(points) > 10 else "tab10")
+    for i, (label, (xs, ys)) in enumerate(points.items()):
+        ax.scatter(xs, ys, label=label, s=22, color=colours(i % colours.N))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

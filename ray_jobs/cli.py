@@ -6,9 +6,14 @@ import importlib
 import sys
 
 COMMANDS = {
+    "pipeline": ("ray_jobs.pipeline", "run the whole study: pre-train, extract, probe, transfer, analyse, report"),
     "stats": ("ray_jobs.prepare", "build the word datasets and print language x attribute statistics"),
     "pretrain": ("ray_jobs.pretrain", "pre-train the study's own models with intermediate checkpoints"),
     "extract": ("ray_jobs.extract", "extract per-word activations of every checkpoint into Parquet"),
+    "probe": ("ray_jobs.probe", "rank and evaluate neurons, one Ray Tune trial per configuration"),
+    "transfer": ("ray_jobs.transfer", "zero-shot cross-lingual transfer of every checkpoint (LoRA / QLoRA)"),
+    "analyse": ("ray_jobs.analyse", "overlap statistics, correlations, the DuckDB database and the report"),
+    "sql": ("ray_jobs.sql", 'run SQL over a study\'s results: xling sql "SELECT ..." --root R'),
 }
 
 

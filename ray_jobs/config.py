@@ -363,22 +363,46 @@ def _resolve(path: str, base: Path) -> str:
     return str((base / expanded).resolve())
 
 
-def load_config(
-    path: str | Path, *, output_root: str | None = None, ud_dir: str | None = None, check_models: bool = True
-) -> StudyConfig:
-    """Read, resolve and validate a study config; raise ConfigError listing every problem.
+def _merge(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``; mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
-    ``output_root`` and ``ud_dir`` override the file's values (a job runs in a copy of the working
-    directory, so a resubmitted job must be pointed at the same absolute output root).
-    ``check_models=False`` skips reading hub model configs (for offline checks of cluster configs).
-    """
-    path = Path(path)
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> object:
+    """The YAML of a config, with ``extends: other.yaml`` (relative to this file) merged under it."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), ["no such file"]) from None
     except yaml.YAMLError as err:
         raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
+    if not (isinstance(raw, dict) and "extends" in raw):
+        return raw
+    base_path = (path.parent / str(raw.pop("extends"))).resolve()
+    if base_path in seen:
+        raise ConfigError(str(path), [f"extends: {base_path} extends itself"])
+    base = _read_yaml(base_path, (*seen, base_path))
+    if not isinstance(base, dict):
+        raise ConfigError(str(path), [f"extends: {base_path} is not a mapping"])
+    return _merge(base, raw)
+
+
+def load_config(
+    path: str | Path, *, output_root: str | None = None, ud_dir: str | None = None, check_models: bool = True
+) -> StudyConfig:
+    """Read, resolve and validate a study config; raise ConfigError listing every problem.
+
+    ``extends: base.yaml`` starts from another config and overrides it key by key (relative paths
+    then resolve against the extending file's directory). ``output_root`` and ``ud_dir`` override
+    the file's values (a job runs in a copy of the working directory, so a resubmitted job must be
+    pointed at the same absolute output root).
+    ``check_models=False`` skips reading hub model configs (for offline checks of cluster configs).
+    """
+    path = Path(path)
+    raw = _read_yaml(path, ())
     if isinstance(raw, dict):
         raw = {"name": path.stem, **raw}
         for key in ("output_root", "ud_dir"):

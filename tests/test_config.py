@@ -105,6 +105,20 @@ def test_local_model_is_checked_against_its_own_config(tmp_path, tiny_bloom_dir)
     assert "k: 33 is larger than the hidden size 32" in str(err.value)
 
 
+def test_extends_merges_a_base_config_key_by_key(tmp_path):
+    base = write_config(tmp_path, probing={"k": 20, "methods": ["linear", "probeless"]})
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": base.name, "name": "child", "probing": {"k": 10}, "layers": [1]}))
+    config = load_config(child)
+    assert config.name == "child" and config.layers == (1,)
+    assert config.probing.k == 10 and config.probing.methods == ("linear", "probeless")
+    assert config.output_root == str(tmp_path / "out")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(yaml.safe_dump({"extends": "loop.yaml"}))
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(loop)
+
+
 def test_unreadable_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("languages: [en\n")
@@ -115,7 +129,7 @@ def test_unreadable_yaml_and_missing_file(tmp_path):
 
 
 def test_shipped_configs_are_valid(ud_dir):
-    for name in ("tiny.yaml", "demo.yaml"):
+    for name in ("tiny.yaml", "demo.yaml", "demo-xnli.yaml"):
         load_config(REPO / "configs" / name)
     dynamics = load_config(REPO / "configs" / "bloom-dynamics.yaml", ud_dir=str(ud_dir), check_models=False)
     assert dynamics.layers == (13, 17) and [len(m.revisions) for m in dynamics.models] == [6, 8, 4]

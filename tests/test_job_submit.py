@@ -29,6 +29,19 @@ def head(tmp_path_factory):
     """A head node started with `ray start --head --block` in its own process group; stopped afterwards."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     port, dashboard = free_port(), free_port()
+    # every agent port is chosen here, so the head does not collide with the session's own Ray instance
+    agent_ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    ]
     log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")  # noqa: SIM115 - open for the fixture's life
     process = subprocess.Popen(
         [
@@ -42,6 +55,7 @@ def head(tmp_path_factory):
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
             "--disable-usage-stats",
+            *agent_ports,
             f"--temp-dir={tmp_path_factory.mktemp('ray-tmp')}",
         ],
         env=env,

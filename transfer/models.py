@@ -11,6 +11,7 @@ out of quantisation so that it can be trained.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -66,6 +67,10 @@ def load_for_task(
     model_source: str, revision: str | None, head: Head, labels: Sequence[str], params: FinetuneParams, device: str
 ) -> tuple[torch.nn.Module, object]:
     """The checkpoint with a new ``head`` over ``labels``, ready to train, and its fast tokenizer."""
+    # bitsandbytes warns on import that it cannot fetch an optional CPU kernel from the hub (it falls back),
+    # and peft calls a transformers method that transformers 5 marks as deprecated.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.modeling_utils")
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
     from transformers import (
         AutoConfig,

@@ -1,0 +1,109 @@
+"""The Ray Tune probe sweep on a real local cluster: the expected rows, a dataset that cannot be probed
+recorded without stopping the sweep, identical rankings for the same seed, and a rerun that does no work."""
+
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from analysis.store import Store
+from ray_jobs import probe
+from ray_jobs.common import Failures
+from ray_jobs.config import load_config
+from ray_jobs.extract import run_extraction
+from ray_jobs.prepare import run_prepare
+
+pytestmark = pytest.mark.slow
+K_GRID = [1, 5, 10, 30]  # d = 32
+
+
+def sweep_config(tmp_path: Path, ud_dir: Path, model_dir: Path, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "ud_dir": str(ud_dir),
+                "output_root": str(tmp_path / name),
+                "languages": ["en", "vi"],
+                "attributes": ["Number", "POS"],
+                "layers": [2],
+                "models": [{"name": "tiny", "id": str(model_dir), "revisions": ["step-b"]}],
+                "data": {"max_sentences_per_language": 300, "min_examples_per_split": 5},
+                "probing": {
+                    "methods": ["probeless", "gaussian", "random"],
+                    "k": 8,
+                    "k_grid": K_GRID,
+                    "params": {"gaussian": {"chunk_size": 8}},
+                },
+            }
+        )
+    )
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def swept(ray_cluster, tmp_path_factory, ud_dir, tiny_bloom_dir):
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    config = sweep_config(tmp_path, ud_dir, tiny_bloom_dir, "sweep")
+    failures = Failures("probe")
+    data_fps, _ = run_prepare(config, failures)
+    sources = {"tiny": str(tiny_bloom_dir)}
+    run_extraction(config, sources, data_fps, failures)
+    result = probe.run_probing(config, sources, data_fps, failures)
+    return config, sources, data_fps, result, failures
+
+
+def test_sweep_writes_one_ranking_per_trial_and_metrics_per_classifier_and_k(swept):
+    config, _, _, result, failures = swept
+    assert not failures.rows
+    # 2 languages x 2 attributes x 3 methods; Vietnamese has no Number, so its 3 trials cannot probe
+    assert result.run == 2 * 2 * 3 and result.reused == 0
+    con = duckdb.connect()
+    root = config.output_root
+    rankings = con.execute(
+        f"SELECT language, attribute, method, direction, len(ranking), n_greedy FROM read_parquet("
+        f"'{root}/rankings/*/*/*/*/*/*/*.parquet', hive_partitioning = true) ORDER BY ALL"
+    ).fetchall()
+    # probeless and gaussian have a bottom-to-top reverse; random has not
+    methods = (("gaussian", "btt"), ("gaussian", "ttb"), ("probeless", "btt"), ("probeless", "ttb"), ("random", "ttb"))
+    assert [r[:4] for r in rankings] == [
+        (lang, attribute, m, d)
+        for lang, attribute in (("en", "Number"), ("en", "POS"), ("vi", "POS"))
+        for m, d in methods
+    ]
+    assert all(r[4] == 32 for r in rankings)
+    assert {r[5] for r in rankings if r[2] == "gaussian" and r[3] == "ttb"} == {8}
+    metrics = con.execute(
+        f"SELECT count(*), count(DISTINCT k), min(accuracy) >= 0, max(accuracy) <= 1 FROM read_parquet("
+        f"'{root}/probe_metrics/*/*/*/*/*/*/*.parquet', hive_partitioning = true)"
+    ).fetchone()
+    assert metrics == (3 * 5 * 2 * len(K_GRID), len(K_GRID), True, True)  # rankings x classifiers x k
+    cannot = con.execute(f"SELECT key, error FROM read_parquet('{root}/failures/*/trial-*.parquet')").fetchall()
+    assert len(cannot) == 3
+    assert all("language=vi/attribute=Number" in key and "not annotated" in error for key, error in cannot)
+
+
+def test_a_rerun_does_no_work_and_the_same_seed_gives_the_same_ranking(swept, tmp_path, ud_dir, tiny_bloom_dir):
+    config, sources, data_fps, _, _ = swept
+    again = probe.run_probing(config, sources, data_fps, Failures("probe"))
+    assert again.run == 0 and again.reused == 2 * 2 * 3
+
+    other = sweep_config(tmp_path, ud_dir, tiny_bloom_dir, "other")
+    failures = Failures("probe")
+    other_fps, _ = run_prepare(other, failures)
+    run_extraction(other, sources, other_fps, failures)
+    probe.run_probing(other, sources, other_fps, failures)
+    key = {
+        "model": "tiny",
+        "checkpoint": "step-b",
+        "layer": 2,
+        "language": "en",
+        "attribute": "Number",
+        "method": "gaussian",
+    }
+    first = pq.read_table(Store(config.output_root).path("rankings", part="seed-0", **key))
+    second = pq.read_table(Store(other.output_root).path("rankings", part="seed-0", **key))
+    assert first.column("ranking").to_pylist() == second.column("ranking").to_pylist()
