@@ -22,6 +22,8 @@ from probing.conllu_io import CoNLLUError, Sentence, read_conllu
 from probing.unimorph import ud_to_unimorph
 
 SPLITS: tuple[str, str, str] = ("train", "dev", "test")
+#: Bumped whenever the way datasets are built changes, so that stored datasets are rebuilt.
+DATASET_VERSION = 2
 
 SENTENCE_SCHEMA = pa.schema(
     [
@@ -85,16 +87,23 @@ def stable_seed(*parts: object) -> int:
 def lemma_disjoint_split(lemmas: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Assign each example a split so that all examples of one lemma share it.
 
-    Lemmas are shuffled by ``seed`` and filled into train, then dev, then test until each split's
-    cumulative share of the examples reaches its fraction.
+    Lemmas are taken in an order shuffled by ``seed``, except that lemmas too frequent for the
+    smallest split come first; each goes to the split furthest below its target share (relative to
+    that target) among the splits it still fits in. Filling the splits one after another instead
+    lets a very frequent lemma (French "le" is a fifth of all Number words) swallow a whole split.
     """
     unique, inverse, counts = np.unique(lemmas, return_inverse=True, return_counts=True)
+    targets = np.asarray(fractions, dtype=float) * len(lemmas)
     order = np.random.default_rng(seed).permutation(len(unique))
-    cumulative = np.cumsum(counts[order]) / max(len(lemmas), 1)
-    bounds = np.cumsum(fractions)[:-1]
-    split_of_shuffled = np.searchsorted(bounds, cumulative - counts[order] / max(len(lemmas), 1), side="right")
+    heavy = counts[order] > targets.min()
+    assigned = np.zeros(len(SPLITS))
     split_of_lemma = np.empty(len(unique), dtype=np.int64)
-    split_of_lemma[order] = split_of_shuffled
+    for lemma in np.concatenate([order[heavy], order[~heavy]]):
+        remaining = targets - assigned
+        room = (remaining / targets) - np.where(remaining >= counts[lemma], 0.0, np.inf)
+        split = int(np.argmax(room)) if np.isfinite(room).any() else int(np.argmax(remaining / targets))
+        split_of_lemma[lemma] = split
+        assigned[split] += counts[lemma]
     return np.asarray(SPLITS)[split_of_lemma[inverse]]
 
 

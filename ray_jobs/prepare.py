@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from analysis.store import Store, fingerprint
-from probing.datasets import SPLITS, build_language
+from probing.datasets import DATASET_VERSION, SPLITS, build_language
 from ray_jobs.common import Failures, StageResult, config_from_args, job_arguments, ud_signature
 from ray_jobs.config import StudyConfig
 
@@ -32,7 +32,8 @@ STATS_SCHEMA = pa.schema(
 
 def data_fingerprint(config: StudyConfig, language: str) -> str:
     """What a language's tables depend on: data params, attributes and the treebank files' contents."""
-    return fingerprint("data", config.data, sorted(config.attributes), ud_signature(config.ud_dir, language))
+    signature = ud_signature(config.ud_dir, language)
+    return fingerprint("data", DATASET_VERSION, config.data, sorted(config.attributes), signature)
 
 
 def prepare_language(config: StudyConfig, language: str) -> tuple[str, bool]:

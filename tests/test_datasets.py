@@ -17,6 +17,15 @@ def test_split_is_lemma_disjoint_and_close_to_the_fractions():
     assert shares == pytest.approx([0.8, 0.1, 0.1], abs=0.02)
 
 
+def test_a_dominant_lemma_does_not_swallow_a_split():
+    rng = np.random.default_rng(2)
+    lemmas = np.concatenate([["le"] * 2000, rng.choice([f"l{i}" for i in range(800)], size=8000)]).astype(str)
+    for seed in range(20):
+        splits = lemma_disjoint_split(lemmas, (0.8, 0.1, 0.1), seed=seed)
+        shares = [np.mean(splits == s) for s in ("train", "dev", "test")]
+        assert shares == pytest.approx([0.8, 0.1, 0.1], abs=0.02), seed
+
+
 def test_same_seed_same_split_other_seed_other_split():
     lemmas = np.asarray([f"l{i % 97}" for i in range(2000)])
     a = lemma_disjoint_split(lemmas, (0.8, 0.1, 0.1), seed=0)
