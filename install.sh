@@ -23,6 +23,8 @@ esac
 
 "$PY" -m pip install --quiet -e ".${extras}"
 "$PY" - <<'PYEOF'
+import logging
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # an optional hub kernel it cannot fetch offline
 import torch, ray, transformers, peft, duckdb, pyarrow
 print(f"install: ok (torch {torch.__version__}, ray {ray.__version__}, transformers {transformers.__version__}, "
       f"peft {peft.__version__}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__})")

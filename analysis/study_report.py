@@ -89,8 +89,10 @@ def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path | str, study: dic
                 tables=[
                     _table(
                         con,
-                        "Parts of the study that could not run (the rest finished)",
-                        "SELECT stage, key, split_part(error, chr(10), 1) AS error FROM failures ORDER BY ALL",
+                        "Parts of the study that could not run, grouped by reason (the rest finished); "
+                        "every part is a row of the failures table",
+                        "SELECT stage, split_part(error, chr(10), 1) AS error, count(*) AS parts, "
+                        "min(key) AS example FROM failures GROUP BY ALL ORDER BY stage, parts DESC",
                     )
                 ],
             )

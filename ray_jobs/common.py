@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -89,7 +91,7 @@ class Failures:
     def write(self, store: Store) -> None:
         """Replace this stage's failure file with the failures of this run (none: an empty file)."""
         table = pa.Table.from_pylist(self.rows, schema=FAILURE_SCHEMA)
-        store.write(table, store.path("failures", stage=self.stage), fp=f"{len(self.rows)}")
+        store.write(table, store.path("failures", stage=self.stage), fp="failures")
 
 
 def loadable_checkpoint(root: str, source: str, revision: str) -> tuple[str, str]:
@@ -106,8 +108,13 @@ def loadable_checkpoint(root: str, source: str, revision: str) -> tuple[str, str
         return source, revision
     remote = source[len(scheme) :]
     local = store.local_dir() / "models" / remote.rstrip("/").rsplit("/", 1)[-1]
-    if not (local / revision / "config.json").is_file():
-        pafs.copy_files(f"{remote}/{revision}", str(local / revision), source_filesystem=store.fs)
+    if not (local / revision / "config.json").is_file():  # copy, then rename: workers may race for it
+        tmp = local / f".{revision}.{uuid.uuid4().hex[:8]}.tmp"
+        pafs.copy_files(f"{remote}/{revision}", str(tmp), source_filesystem=store.fs)
+        try:
+            tmp.rename(local / revision)
+        except OSError:  # another worker renamed its copy first
+            shutil.rmtree(tmp)
     return str(local), revision
 
 

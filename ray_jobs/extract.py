@@ -83,11 +83,6 @@ class CheckpointWorker:
         self.store = Store(config.output_root)
         self.writers: dict[int, object] = {}
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
     def begin(self, paths: dict[int, str], fingerprints: dict[int, str]) -> None:
         """Open hidden writers for the layers of one language that are not stored yet."""
         schema = activation_schema(self.loaded.hidden_size, self.dtype)
@@ -165,8 +160,10 @@ def _count_sentences(store: Store, language: str) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
-def run_extraction(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, str], failures: Failures) -> int:
-    """Extract every unfinished partition; return how many (checkpoint, language) units were done."""
+def run_extraction(
+    config: StudyConfig, sources: dict[str, str], data_fps: dict[str, str], failures: Failures
+) -> StageResult:
+    """Extract every unfinished partition; count (checkpoint, language) units done now and already stored."""
     import ray
     from tqdm import tqdm
 
