@@ -74,7 +74,8 @@ class ProbingConfig:
     """Which rankings to compute, how to evaluate them, and the resources of one Tune trial.
 
     ``params`` maps a method to overrides of its hyperparameter dataclass (``probing.rankers``);
-    ``max_examples`` caps each split of a dataset by a seeded subsample (None: all).
+    ``max_examples`` caps each split of a dataset by a seeded subsample (None: all). The rankers
+    compute on CPU, so a trial's ``num_gpus`` only reserves a GPU.
     """
 
     methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
+from itertools import product
 
 import numpy as np
 import pyarrow as pa
@@ -73,53 +75,49 @@ class CannotProbe(ValueError):
 
 def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, str]) -> list[dict]:
     """Every trial of the study, with the fingerprint of what it depends on."""
+    p = config.probing
+    languages = [lang for lang in config.languages if lang in data_fps]
     specs = []
-    for spec, revision in checkpoints(config):
+    for (spec, revision), layer, language in product(checkpoints(config), config.layers, languages):
         if spec.name not in sources:
             continue
-        for layer in config.layers:
-            for language in (lang for lang in config.languages if lang in data_fps):
-                act_fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language])
-                for attribute in config.attributes:
-                    for method in config.probing.methods:
-                        for seed in config.probing.seeds:
-                            key = {
-                                "model": spec.name,
-                                "checkpoint": revision,
-                                "layer": layer,
-                                "language": language,
-                                "attribute": attribute,
-                                "method": method,
-                            }
-                            p = config.probing
-                            fp = fingerprint(
-                                "probe",
-                                key,
-                                seed,
-                                p.k,
-                                p.k_grid,
-                                p.classifiers,
-                                p.max_examples,
-                                p.params.get(method, {}),
-                                data_fps[language],
-                                act_fp,
-                            )
-                            specs.append(
-                                {
-                                    "key": key,
-                                    "seed": seed,
-                                    "fingerprint": fp,
-                                    "activation_fingerprint": act_fp,
-                                    "root": config.output_root,
-                                    "k": p.k,
-                                    "k_grid": list(p.k_grid),
-                                    "classifiers": list(p.classifiers),
-                                    "params": p.params.get(method, {}),
-                                    "max_examples": p.max_examples,
-                                    "threads": int(p.resources.num_cpus),
-                                    "gpu": p.resources.num_gpus > 0,
-                                }
-                            )
+        act_fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language])
+        for attribute, method, seed in product(config.attributes, p.methods, p.seeds):
+            key = {
+                "model": spec.name,
+                "checkpoint": revision,
+                "layer": layer,
+                "language": language,
+                "attribute": attribute,
+                "method": method,
+            }
+            params = p.params.get(method, {})
+            specs.append(
+                {
+                    "key": key,
+                    "seed": seed,
+                    "root": config.output_root,
+                    "k": p.k,
+                    "k_grid": list(p.k_grid),
+                    "classifiers": list(p.classifiers),
+                    "params": params,
+                    "max_examples": p.max_examples,
+                    "threads": int(p.resources.num_cpus),
+                    "activation_fingerprint": act_fp,
+                    "fingerprint": fingerprint(
+                        "probe",
+                        key,
+                        seed,
+                        p.k,
+                        p.k_grid,
+                        p.classifiers,
+                        p.max_examples,
+                        params,
+                        data_fps[language],
+                        act_fp,
+                    ),
+                }
+            )
     return specs
 
 
@@ -155,7 +153,10 @@ def load_probe_data(store: Store, key: dict, max_examples: int | None, seed: int
     words = store.read("words", path=words_path)
     kept = sorted(set(words.column("value").to_pylist()))
     if len(kept) < 2:
-        raise CannotProbe(f"only {kept} has enough examples in every split; a ranking needs 2 values")
+        raise CannotProbe(
+            f"{key['attribute']} in {key['language']}: {len(kept)} value(s) with enough examples "
+            f"in every split ({', '.join(kept) or 'none'}); a ranking needs 2"
+        )
     acts = store.read("activations", path=_activation_path(store, key))
     act_keys = acts.column("sentence_index").to_numpy().astype(np.int64) << 32 | acts.column("position").to_numpy()
     word_keys = words.column("sentence_index").to_numpy().astype(np.int64) << 32 | words.column("position").to_numpy()
@@ -180,7 +181,10 @@ def load_probe_data(store: Store, key: dict, max_examples: int | None, seed: int
     for name, index in parts.items():
         parts[name] = index[np.isin(value_of[index], values)]
         if len(set(value_of[parts[name]].tolist())) < 2:
-            raise CannotProbe(f"the {name} split has fewer than 2 values ({len(parts[name])} examples)")
+            raise CannotProbe(
+                f"{key['attribute']} in {key['language']}: the {name} split has fewer than 2 values "
+                f"({len(parts[name])} examples)"
+            )
     label = {v: i for i, v in enumerate(values)}
     y_all = np.asarray([label.get(v, -1) for v in value_of])
     data = ProbeData(
@@ -295,14 +299,15 @@ def run_probing(
         ),
     )
     results = tuner.fit()
+    cannot: Counter[str] = Counter()
     for result in results:
         spec = result.config["spec"]
         if result.error is not None:
             failures.add("/".join(f"{k}={v}" for k, v in spec["key"].items()) + f"/seed={spec['seed']}", result.error)
         elif result.metrics.get("status") == "cannot_probe":
-            print(
-                f"[probe] cannot probe {spec['key']['language']}/{spec['key']['attribute']}: {result.metrics['reason']}"
-            )
+            cannot[result.metrics["reason"]] += 1
+    for reason, trials in sorted(cannot.items()):
+        print(f"[probe] cannot probe ({trials} trials): {reason}")
     return StageResult(len(pending), stored)
 
 
