@@ -61,10 +61,15 @@ def ud_signature(ud_dir: str, language: str) -> list[tuple[str, str]]:
 
 @dataclass
 class StageResult:
-    """What a stage did: units of work run now, and units found already stored."""
+    """What a stage did: units of work run now, units found already stored, and units run now that had no data.
+
+    ``no_data`` counts units that ran but found nothing to compute (a language without the attribute, a value
+    left with too few examples); they are recorded in ``failures`` with their reason but are not failures.
+    """
 
     run: int = 0
     reused: int = 0
+    no_data: int = 0
 
 
 @dataclass

@@ -48,6 +48,7 @@ def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
                 "stage": name,
                 "run": result.run,
                 "already stored": result.reused,
+                "no data": result.no_data,
                 "failed": len(failures.rows),
                 "seconds": round(time.perf_counter() - began, 1),
             }
@@ -77,7 +78,7 @@ def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
     stage("analyse", analyse)
     nothing_done = all(row["run"] == 0 and row["failed"] == 0 for row in summary)
     if nothing_done and report_path(config).is_file():
-        summary.append({"stage": "report", "run": 0, "already stored": 1, "failed": 0, "seconds": 0.0})
+        summary.append({"stage": "report", "run": 0, "already stored": 1, "no data": 0, "failed": 0, "seconds": 0.0})
     else:
         stage("report", lambda f: StageResult(1, 0) if run_report(config, summary) else StageResult())
     return summary, all_failures
@@ -97,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     from ray_jobs.analyse import report_path
 
     print(f"[pipeline] report: {report_path(config)}")
+    no_data = sum(row["no data"] for row in summary)
+    if no_data:
+        print(
+            f"[pipeline] {no_data} unit(s) had no data to compute (e.g. an attribute a language does not annotate); "
+            "their reasons are in the failures table (error LIKE 'CannotProbe%'), and they are not failures"
+        )
     if failed:
         print(f"[pipeline] {len(failed)} part(s) failed (see the failures table); the rest finished")
         return 1

@@ -308,7 +308,7 @@ def run_probing(
             cannot[result.metrics["reason"]] += 1
     for reason, trials in sorted(cannot.items()):
         print(f"[probe] cannot probe ({trials} trials): {reason}")
-    return StageResult(len(pending), stored)
+    return StageResult(len(pending), stored, no_data=sum(cannot.values()))
 
 
 def main(argv: list[str] | None = None) -> int:

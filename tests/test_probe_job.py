@@ -60,7 +60,7 @@ def test_sweep_writes_one_ranking_per_trial_and_metrics_per_classifier_and_k(swe
     config, _, _, result, failures = swept
     assert not failures.rows
     # 2 languages x 2 attributes x 3 methods; Vietnamese has no Number, so its 3 trials cannot probe
-    assert result.run == 2 * 2 * 3 and result.reused == 0
+    assert result.run == 2 * 2 * 3 and result.reused == 0 and result.no_data == 3
     con = duckdb.connect()
     root = config.output_root
     rankings = con.execute(
@@ -89,7 +89,7 @@ def test_sweep_writes_one_ranking_per_trial_and_metrics_per_classifier_and_k(swe
 def test_a_rerun_does_no_work_and_the_same_seed_gives_the_same_ranking(swept, tmp_path, ud_dir, tiny_bloom_dir):
     config, sources, data_fps, _, _ = swept
     again = probe.run_probing(config, sources, data_fps, Failures("probe"))
-    assert again.run == 0 and again.reused == 2 * 2 * 3
+    assert again.run == 0 and again.reused == 2 * 2 * 3 and again.no_data == 0
 
     other = sweep_config(tmp_path, ud_dir, tiny_bloom_dir, "other")
     failures = Failures("probe")
