@@ -30,6 +30,7 @@ from ray_jobs.common import (
     loadable_checkpoint,
 )
 from ray_jobs.config import ModelSpec, StudyConfig
+from ray_jobs.prepare import DataFingerprints, run_prepare
 
 #: Sentences sent to an actor per call, and calls in flight per actor.
 CHUNK_SENTENCES = 256
@@ -61,9 +62,9 @@ def activation_schema(hidden_size: int, dtype: str) -> pa.Schema:
     )
 
 
-def activation_fingerprint(config: StudyConfig, source: str, revision: str, layer: int, data_fp: str) -> str:
+def activation_fingerprint(config: StudyConfig, source: str, revision: str, layer: int, sentences_fp: str) -> str:
     """What one activation partition depends on."""
-    return fingerprint("activations", source, revision, layer, config.extraction.params, data_fp)
+    return fingerprint("activations", source, revision, layer, config.extraction.params, sentences_fp)
 
 
 class CheckpointWorker:
@@ -130,7 +131,9 @@ class CheckpointWorker:
         }
 
 
-def _pending_units(config: StudyConfig, store: Store, sources: dict[str, str], data_fps: dict[str, str]) -> list:
+def _pending_units(
+    config: StudyConfig, store: Store, sources: dict[str, str], data_fps: dict[str, DataFingerprints]
+) -> list:
     """(model, revision, language, {layer: path}, {layer: fingerprint}) for every unfinished unit."""
     units = []
     for spec, revision in checkpoints(config):
@@ -140,7 +143,7 @@ def _pending_units(config: StudyConfig, store: Store, sources: dict[str, str], d
             paths, fps = {}, {}
             for layer in config.layers:
                 path = store.path("activations", model=spec.name, checkpoint=revision, layer=layer, language=language)
-                fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language])
+                fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language].sentences)
                 if not store.done(path, fp):
                     paths[layer], fps[layer] = path, fp
             if paths:
@@ -161,7 +164,7 @@ def _count_sentences(store: Store, language: str) -> int:
 
 
 def run_extraction(
-    config: StudyConfig, sources: dict[str, str], data_fps: dict[str, str], failures: Failures
+    config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints], failures: Failures
 ) -> StageResult:
     """Extract every unfinished partition; count (checkpoint, language) units done now and already stored."""
     import ray
@@ -234,7 +237,6 @@ def run_extraction(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ray_jobs.prepare import run_prepare
     from ray_jobs.pretrain import run_pretraining
 
     args = job_arguments("Extract per-word activations of every checkpoint into Parquet.").parse_args(argv)

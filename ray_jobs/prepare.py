@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -30,36 +31,54 @@ STATS_SCHEMA = pa.schema(
 )
 
 
-def data_fingerprint(config: StudyConfig, language: str) -> str:
-    """What a language's tables depend on: data params, attributes and the treebank files' contents."""
-    signature = ud_signature(config.ud_dir, language)
-    return fingerprint("data", DATASET_VERSION, config.data, sorted(config.attributes), signature)
+@dataclass(frozen=True)
+class DataFingerprints:
+    """What a language's tables depend on, kept apart so that a change redoes only what it affects.
+
+    ``sentences``: the treebank files' contents, the sentence cap and the seed (activations depend on
+    it). ``words[attribute]``: that plus the split parameters and the attribute (probe trials depend on
+    it; each attribute's split is seeded by itself). ``stats``: all of it (the language's completion marker).
+    """
+
+    sentences: str
+    words: dict[str, str]
+    stats: str
 
 
-def prepare_language(config: StudyConfig, language: str) -> tuple[str, bool]:
-    """Build and store one language's tables unless already stored; return their fingerprint and if built now."""
+def data_fingerprints(config: StudyConfig, language: str) -> DataFingerprints:
+    """Fingerprints of a language's sentences, each attribute's words, and its dataset statistics."""
+    data = config.data
+    sentences = fingerprint(
+        "sentences", data.max_sentences_per_language, data.seed, ud_signature(config.ud_dir, language)
+    )
+    words = {a: fingerprint("words", DATASET_VERSION, data, a, sentences) for a in config.attributes}
+    return DataFingerprints(sentences, words, fingerprint("data", sorted(words.items())))
+
+
+def prepare_language(config: StudyConfig, language: str) -> tuple[DataFingerprints, bool]:
+    """Build and store one language's tables unless already stored; return their fingerprints and if built now."""
     store = Store(config.output_root)
-    fp = data_fingerprint(config, language)
+    fps = data_fingerprints(config, language)
     stats_path = store.path("dataset_stats", language=language)
-    if store.done(stats_path, fp):
-        return fp, False
+    if store.done(stats_path, fps.stats):
+        return fps, False
     data = build_language(config.ud_dir, language, config.attributes, config.data)
-    store.write(data.sentences, store.path("sentences", language=language), fp)
+    store.write(data.sentences, store.path("sentences", language=language), fps.sentences)
     for attribute, table in data.datasets.items():
-        store.write(table, store.path("words", language=language, attribute=attribute), fp)
+        store.write(table, store.path("words", language=language, attribute=attribute), fps.words[attribute])
     rows = [{**s, "n_values": len(s["values"])} for s in data.stats]
-    store.write(pa.Table.from_pylist(rows, schema=STATS_SCHEMA), stats_path, fp)  # written last: marks completion
-    return fp, True
+    store.write(pa.Table.from_pylist(rows, schema=STATS_SCHEMA), stats_path, fps.stats)  # last: marks completion
+    return fps, True
 
 
 def run_prepare(
     config: StudyConfig, failures: Failures, runner: Callable | None = None
-) -> tuple[dict[str, str], StageResult]:
+) -> tuple[dict[str, DataFingerprints], StageResult]:
     """Prepare every language (``runner`` maps the per-language function, e.g. over Ray tasks).
 
-    Returns the data fingerprint of each language that is ready, and what was done.
+    Returns the data fingerprints of each language that is ready, and what was done.
     """
-    fingerprints: dict[str, str] = {}
+    fingerprints: dict[str, DataFingerprints] = {}
     result = StageResult()
     outcomes = (runner or _serial)(prepare_language, config, config.languages)
     for language, outcome in zip(config.languages, outcomes, strict=True):

@@ -32,6 +32,7 @@ from ray_jobs.common import (
 )
 from ray_jobs.config import StudyConfig
 from ray_jobs.extract import activation_fingerprint
+from ray_jobs.prepare import DataFingerprints, run_prepare
 
 #: Ranking methods whose reverse is evaluated as a bottom-to-top control (a random ranking's reverse is random).
 REVERSIBLE = ("latent", "gaussian", "linear", "probeless")
@@ -73,7 +74,7 @@ class CannotProbe(ValueError):
     """The dataset of a trial cannot support a ranking (recorded as a failure, not retried)."""
 
 
-def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, str]) -> list[dict]:
+def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints]) -> list[dict]:
     """Every trial of the study, with the fingerprint of what it depends on."""
     p = config.probing
     languages = [lang for lang in config.languages if lang in data_fps]
@@ -81,7 +82,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
     for (spec, revision), layer, language in product(checkpoints(config), config.layers, languages):
         if spec.name not in sources:
             continue
-        act_fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language])
+        act_fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language].sentences)
         for attribute, method, seed in product(config.attributes, p.methods, p.seeds):
             key = {
                 "model": spec.name,
@@ -113,7 +114,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                         p.classifiers,
                         p.max_examples,
                         params,
-                        data_fps[language],
+                        data_fps[language].words[attribute],
                         act_fp,
                     ),
                 }
@@ -267,7 +268,7 @@ def _tune_trainable(config: dict) -> None:
 
 
 def run_probing(
-    config: StudyConfig, sources: dict[str, str], data_fps: dict[str, str], failures: Failures
+    config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints], failures: Failures
 ) -> StageResult:
     """Run every unfinished trial as a Ray Tune sweep; count trials run now and already stored."""
     from ray import tune
@@ -312,7 +313,6 @@ def run_probing(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ray_jobs.prepare import run_prepare
     from ray_jobs.pretrain import run_pretraining
 
     args = job_arguments("Rank neurons for every (checkpoint, layer, language, attribute, method) with Ray Tune.")

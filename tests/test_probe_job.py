@@ -1,6 +1,8 @@
 """The Ray Tune probe sweep on a real local cluster: the expected rows, a dataset that cannot be probed
-recorded without stopping the sweep, identical rankings for the same seed, and a rerun that does no work."""
+recorded without stopping the sweep, identical rankings for the same seed, a rerun that does no work, and a
+config change that redoes only what it affects."""
 
+import dataclasses
 from pathlib import Path
 
 import duckdb
@@ -107,3 +109,22 @@ def test_a_rerun_does_no_work_and_the_same_seed_gives_the_same_ranking(swept, tm
     first = pq.read_table(Store(config.output_root).path("rankings", part="seed-0", **key))
     second = pq.read_table(Store(other.output_root).path("rankings", part="seed-0", **key))
     assert first.column("ranking").to_pylist() == second.column("ranking").to_pylist()
+
+
+def test_a_new_attribute_probes_only_it_and_a_new_split_reprobes_without_re_extracting(swept):
+    config, sources, _, _, _ = swept
+    failures = Failures("probe")
+    with_gender = dataclasses.replace(config, attributes=(*config.attributes, "Gender"))
+    fps, prepared = run_prepare(with_gender, failures)
+    assert prepared.run == 2  # the dataset statistics cover the new attribute
+    assert run_extraction(with_gender, sources, fps, failures).run == 0
+    added = probe.run_probing(with_gender, sources, fps, failures)
+    assert (added.run, added.reused) == (2 * 3, 2 * 2 * 3)  # only Gender's trials, in both languages
+
+    resplit = dataclasses.replace(config, data=dataclasses.replace(config.data, min_examples_per_split=6))
+    fps, prepared = run_prepare(resplit, failures)
+    assert prepared.run == 2
+    assert run_extraction(resplit, sources, fps, failures).run == 0  # the same sentences: activations kept
+    redone = probe.run_probing(resplit, sources, fps, failures)
+    assert (redone.run, redone.reused) == (2 * 2 * 3, 0)  # every dataset changed, so every trial reruns
+    assert not failures.rows
