@@ -13,15 +13,18 @@ Result rows are plain dicts with the keys of ``ROW_KEYS``, one per (target langu
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from probing.datasets import stable_seed
 from probing.extraction import model_max_length
 from transfer.evaluate import evaluate_pos, evaluate_xnli
 from transfer.examples import subsample
 from transfer.finetune import FinetuneParams, FinetuneResult, finetune, seed_everything
-from transfer.models import load_for_task
+from transfer.models import Head, load_for_task
 from transfer.pos_data import UPOS_TAGS, encode_pos, read_tagged, split_files
 from transfer.xnli_data import XNLI_LABELS, encode_xnli, read_xnli_dev, split_english_dev
 
@@ -66,6 +69,41 @@ def _row(checkpoint: str, task: str, language: str, metric: str, value: float, r
     }
 
 
+@dataclass(frozen=True)
+class _Tuned:
+    """A checkpoint fine-tuned on English, and how to score a target language's data with it."""
+
+    result: FinetuneResult
+    max_length: int
+    score: Callable[[list], dict]
+
+
+def _finetune_on_english(
+    model_source: str,
+    revision: str | None,
+    head: Head,
+    labels: Sequence[str],
+    params: FinetuneParams,
+    device: str,
+    encode: Callable,
+    evaluate: Callable,
+    train: list,
+    select: list,
+) -> _Tuned:
+    """Load the checkpoint with a task head, fine-tune on ``train``, keep the best accuracy on ``select``."""
+    seed_everything(params.seed)
+    model, tokenizer = load_for_task(model_source, revision, head, labels, params, device)
+    max_length = min(params.max_length, model_max_length(model.config, tokenizer))
+    pad = tokenizer.pad_token_id
+    select_examples = encode(tokenizer, select, max_length)
+
+    def selection_accuracy(m: torch.nn.Module) -> float:
+        return evaluate(m, select_examples, pad)["accuracy"]
+
+    result = finetune(model, encode(tokenizer, train, max_length), selection_accuracy, params, pad)
+    return _Tuned(result, max_length, lambda data: evaluate(result.model, encode(tokenizer, data, max_length), pad))
+
+
 def run_pos_transfer(
     model_source: str,
     revision: str | None,
@@ -92,25 +130,18 @@ def run_pos_transfer(
         lang: subsample(read_tagged(files), cap, stable_seed(params.seed, "pos", "test", lang))
         for lang, files in test_files.items()
     }
-    seed_everything(params.seed)
-    model, tokenizer = load_for_task(model_source, revision, "token", UPOS_TAGS, params, device)
-    max_length = min(params.max_length, model_max_length(model.config, tokenizer))
-    pad = tokenizer.pad_token_id
-    dev_examples = encode_pos(tokenizer, dev, max_length)
-    result = finetune(
-        model,
-        encode_pos(tokenizer, train, max_length),
-        lambda m: evaluate_pos(m, dev_examples, pad)["accuracy"],
-        params,
-        pad,
+    tuned = _finetune_on_english(
+        model_source, revision, "token", UPOS_TAGS, params, device, encode_pos, evaluate_pos, train, dev
     )
     rows = []
     for lang, sentences in tests.items():
-        scores = evaluate_pos(result.model, encode_pos(tokenizer, sentences, max_length), pad)
+        scores = tuned.score(sentences)
         unscored = sum(len(s.words) for s in sentences) - scores["n"]
         if unscored:
-            log.warning("pos %s: %d words beyond %d tokens were not scored", lang, unscored, max_length)
-        rows += [_row(checkpoint, "pos", lang, m, scores[m], result, scores["n"]) for m in ("accuracy", "macro_f1")]
+            log.warning("pos %s: %d words beyond %d tokens were not scored", lang, unscored, tuned.max_length)
+        rows += [
+            _row(checkpoint, "pos", lang, m, scores[m], tuned.result, scores["n"]) for m in ("accuracy", "macro_f1")
+        ]
     return rows
 
 
@@ -137,20 +168,11 @@ def run_xnli_transfer(
         )
         for lang in _languages(target_languages)
     }
-    seed_everything(params.seed)
-    model, tokenizer = load_for_task(model_source, revision, "sequence", XNLI_LABELS, params, device)
-    max_length = min(params.max_length, model_max_length(model.config, tokenizer))
-    pad = tokenizer.pad_token_id
-    select_examples = encode_xnli(tokenizer, select, max_length)
-    result = finetune(
-        model,
-        encode_xnli(tokenizer, train, max_length),
-        lambda m: evaluate_xnli(m, select_examples, pad)["accuracy"],
-        params,
-        pad,
+    tuned = _finetune_on_english(
+        model_source, revision, "sequence", XNLI_LABELS, params, device, encode_xnli, evaluate_xnli, train, select
     )
     rows = []
     for lang, pairs in tests.items():
-        scores = evaluate_xnli(result.model, encode_xnli(tokenizer, pairs, max_length), pad)
-        rows.append(_row(checkpoint, "xnli", lang, "accuracy", scores["accuracy"], result, scores["n"]))
+        scores = tuned.score(pairs)
+        rows.append(_row(checkpoint, "xnli", lang, "accuracy", scores["accuracy"], tuned.result, scores["n"]))
     return rows
