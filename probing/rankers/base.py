@@ -235,17 +235,21 @@ def greedy_ranking(result: GreedyResult, criterion: str, prior_entropy: float) -
     return order, criterion_scores(loglik, criterion, prior_entropy).astype(np.float64)
 
 
-class ScoreRanker:
-    """Shared fit of the rankers that score every neuron once on train and sort (dev data unused).
-
-    Subclasses set ``method`` and ``params_type`` and implement ``neuron_scores``.
-    """
+class RankerBase:
+    """A ranker's name and hyperparameters (its ``params_type`` defaults when none are given)."""
 
     method: str
     params_type: type = RankerParams
 
     def __init__(self, params: RankerParams | None = None):
         self.params = params if params is not None else self.params_type()
+
+
+class ScoreRanker(RankerBase):
+    """Shared fit of the rankers that score every neuron once on train and sort (dev data unused).
+
+    Subclasses set ``method`` and ``params_type`` and implement ``neuron_scores``.
+    """
 
     def neuron_scores(self, X_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
         """One score per neuron (d,), higher = more relevant to the labels."""
@@ -265,18 +269,12 @@ class ScoreRanker:
         return Ranking(order, scores[order], self.method, asdict(self.params))
 
 
-class GreedyRanker:
+class GreedyRanker(RankerBase):
     """Shared fit of the greedy rankers: standardise, fit the model once, then choose k neurons on dev.
 
     Subclasses set ``method`` and ``params_type`` and implement ``_fit_model``, ``greedy_scorer`` and
     ``predict_log_proba``; after ``fit``, ``standardiser_`` holds the train mean and std.
     """
-
-    method: str
-    params_type: type
-
-    def __init__(self, params: RankerParams | None = None):
-        self.params = params if params is not None else self.params_type()
 
     def _fit_model(
         self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int
