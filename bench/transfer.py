@@ -29,26 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-UD_DIR = REPO.parent / "shared" / "data" / "ud"
+from bench.common import UD_DIR, build_model  # noqa: E402  (needs REPO on the path)
+
 WARMUP_STEPS = 3
 VARIANTS = ("lora", "full")
-
-
-def build_model(directory: Path, texts: list[str], layers: int, hidden: int) -> Path:
-    """A random BLOOM of the given shape with a byte-level BPE tokenizer trained on the texts."""
-    import torch
-    from transformers import BloomConfig, BloomForCausalLM
-
-    from probing.pretrain import train_tokenizer
-
-    tokenizer = train_tokenizer(texts, vocab_size=8000)
-    torch.manual_seed(0)
-    config = BloomConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, n_layer=layers, n_head=8, pad_token_id=tokenizer.pad_token_id
-    )
-    BloomForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def english_train(n: int):
