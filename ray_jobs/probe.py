@@ -271,9 +271,7 @@ def run_probing(
     config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints], failures: Failures
 ) -> StageResult:
     """Run every unfinished trial as a Ray Tune sweep; count trials run now and already stored."""
-    from ray import tune
-
-    from ray_jobs.tune_progress import TrialProgress
+    from ray_jobs.sweep import run_sweep
 
     store = Store(config.output_root)
     specs = trial_specs(config, sources, data_fps)
@@ -288,18 +286,7 @@ def run_probing(
     if not pending:
         return StageResult(0, stored)
     resources = {"cpu": config.probing.resources.num_cpus, "gpu": config.probing.resources.num_gpus}
-    tuner = tune.Tuner(
-        tune.with_resources(_tune_trainable, resources),
-        param_space={"spec": tune.grid_search(pending)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(
-            storage_path=str(store.local_dir() / "_tune"),
-            name=f"probe-{int(time.time())}",
-            verbose=0,
-            callbacks=[TrialProgress(len(pending), "probe")],
-        ),
-    )
-    results = tuner.fit()
+    results = run_sweep("probe", _tune_trainable, resources, pending, store, reuse_actors=True)
     cannot: Counter[str] = Counter()
     for result in results:
         spec = result.config["spec"]

@@ -134,9 +134,8 @@ def _trainable(config: dict) -> None:
 def run_transfers(config: StudyConfig, sources: dict[str, str], failures: Failures) -> StageResult:
     """Run every unfinished (checkpoint, task) trial as a Ray Tune sweep."""
     import ray
-    from ray import tune
 
-    from ray_jobs.tune_progress import TrialProgress
+    from ray_jobs.sweep import run_sweep
 
     if config.transfer is None:
         return StageResult()
@@ -147,17 +146,7 @@ def run_transfers(config: StudyConfig, sources: dict[str, str], failures: Failur
     if not pending:
         return StageResult(0, len(specs))
     gpus = 1 if config.transfer.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}),
-        param_space={"spec": tune.grid_search(pending)},
-        run_config=tune.RunConfig(
-            storage_path=str(store.local_dir() / "_tune"),
-            name=f"transfer-{int(time.time())}",
-            verbose=0,
-            callbacks=[TrialProgress(len(pending), "transfer")],
-        ),
-    )
-    results = tuner.fit()
+    results = run_sweep("transfer", _trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}, pending, store)
     done = 0
     for result in results:
         spec = result.config["spec"]

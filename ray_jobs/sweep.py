@@ -1,0 +1,51 @@
+"""A stage's Ray Tune sweep: one trial per spec, with a progress bar instead of Tune's status tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from ray import tune
+from tqdm import tqdm
+
+from analysis.store import Store
+
+
+class TrialProgress(tune.Callback):
+    """Advances a bar as trials end; the bar is left out when Tune pickles its experiment state."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.bar: tqdm | None = tqdm(total=total, unit="trial", desc=desc, file=sys.stderr, mininterval=2)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.on_trial_complete(iteration, trials, trial)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __getstate__(self) -> dict:
+        return {"bar": None}
+
+
+def run_sweep(
+    stage: str, trainable: Callable, resources: dict, specs: list[dict], store: Store, reuse_actors: bool = False
+) -> tune.ResultGrid:
+    """Run one trial per spec (it gets ``config["spec"]``); Tune's own files go under the store's local ``_tune``."""
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"spec": tune.grid_search(specs)},
+        tune_config=tune.TuneConfig(reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(
+            storage_path=str(store.local_dir() / "_tune"),
+            name=f"{stage}-{int(time.time())}",
+            verbose=0,
+            callbacks=[TrialProgress(len(specs), stage)],
+        ),
+    )
+    return tuner.fit()
