@@ -24,6 +24,17 @@ def ud_dir() -> Path:
     return UD_DIR
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors and models gain nothing from threads, and spinning threads stall on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """One real local Ray cluster (2 CPUs) for the whole session; local caches stay in a temp dir."""

@@ -4,7 +4,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
 from probing.evaluation import (
     ProbeData,
@@ -17,17 +16,10 @@ from probing.evaluation import (
     normalised_mutual_information,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PLANTED = (4, 9, 13)
 D = 20
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors are tiny: one torch thread is faster, and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def split(n: int, seed: int, vocabulary: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,7 +4,6 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from probing.rankers import (
@@ -19,6 +18,8 @@ from probing.rankers import (
 )
 from probing.rankers.base import class_prior, entropy
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PLANTED = (3, 17, 29, 41, 55)
 D = 60
 #: Small settings so that every fit takes well under a second.
@@ -29,15 +30,6 @@ FAST = {
     "probeless": {},
     "random": {},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors are tiny: one torch thread is faster, and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def planted_data(

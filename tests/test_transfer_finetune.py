@@ -13,18 +13,11 @@ from transfer.models import load_for_task, lora_targets, resolve_quantization
 from transfer.pos_data import UPOS_TAGS, encode_pos, read_tagged, split_files
 from transfer.zero_shot import ROW_KEYS, run_pos_transfer, run_xnli_transfer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # The papers' lr of 2e-5 is meant for thousands of steps on a pre-trained model; a random tiny model
 # trained for a few dozen steps in a test needs a far larger one to learn anything.
 FAST = FinetuneParams(lr=5e-3, epochs=3, eval_every=10, batch_size=16, max_length=512, quantization="none")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads stall on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def independent_majority_share(path) -> tuple[float, int]:
