@@ -35,6 +35,15 @@ def plot_loss_curve(
     return _save(fig, path)
 
 
+def _decorate(ax, xlabel: str, ylabel: str, title: str, **legend) -> None:
+    """Axis labels, a small title, a light grid and a legend (``legend``: its keyword arguments)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+
+
 def _save(fig, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,11 +100,7 @@ def plot_series(
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
     ax.set_xticks(positions, [str(v) for v in x], rotation=30 if len(x) > 4 else 0, fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _decorate(ax, xlabel, ylabel, title, fontsize=7)
     return _save(fig, path)
 
 
@@ -110,11 +115,7 @@ def plot_accuracy_vs_k(
         colours.setdefault(family, f"C{len(colours)}")
         ax.plot(ks, accuracy, style, color=colours[family], label=label, linewidth=1.3)
     ax.axhline(majority, color="black", linewidth=0.8, label="majority baseline")
-    ax.set_xlabel("k (top-ranked neurons used)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    _decorate(ax, "k (top-ranked neurons used)", "test accuracy", title, fontsize=6, ncol=2)
     return _save(fig, path)
 
 
@@ -126,9 +127,5 @@ def plot_scatter(
     colours = plt.get_cmap("tab20" if len(points) > 10 else "tab10")
     for i, (label, (xs, ys)) in enumerate(points.items()):
         ax.scatter(xs, ys, label=label, s=22, color=colours(i % colours.N))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _decorate(ax, xlabel, ylabel, title, fontsize=7)
     return _save(fig, path)
