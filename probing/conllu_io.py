@@ -15,6 +15,8 @@ from pathlib import Path
 
 import conllu
 
+from probing.input_error import InputError
+
 _ID_WORD = re.compile(r"^[1-9][0-9]*$")
 _ID_RANGE = re.compile(r"^[1-9][0-9]*-[1-9][0-9]*$")
 _ID_EMPTY = re.compile(r"^[0-9]+\.[1-9][0-9]*$")
@@ -22,16 +24,11 @@ _FEAT = r"[A-Za-z][A-Za-z0-9]*(\[[a-z0-9]+\])?=[A-Za-z0-9]+(,[A-Za-z0-9]+)*"
 _FEATS = re.compile(rf"^{_FEAT}(\|{_FEAT})*$")
 
 
-class CoNLLUError(ValueError):
+class CoNLLUError(InputError):
     """Malformed treebank input; the message names the file, line and field and what was expected."""
 
     def __init__(self, path: Path | str, line: int | None, field: str, expected: str, found: str = ""):
-        self.path, self.line, self.field = str(path), line, field
-        where = f"{path}:{line}" if line is not None else str(path)
-        message = f"{where}: {field}: expected {expected}"
-        if found:
-            message += f", found {found}"
-        super().__init__(message)
+        super().__init__(path, line, expected, found, field)
 
 
 @dataclass(frozen=True)

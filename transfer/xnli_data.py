@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probing.input_error import InputError
 from transfer.examples import Encoded
 
 XNLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
@@ -31,16 +32,8 @@ _LABEL_ID = {label: i for i, label in enumerate(XNLI_LABELS)}
 _OFFICIAL_COLUMNS = ("language", "gold_label", "sentence1", "sentence2")
 
 
-class XNLIError(ValueError):
+class XNLIError(InputError):
     """Malformed XNLI input; the message names the file, the line and what was expected."""
-
-    def __init__(self, path: Path | str, line: int | None, expected: str, found: str = ""):
-        self.path, self.line = str(path), line
-        where = f"{path}:{line}" if line is not None else str(path)
-        message = f"{where}: expected {expected}"
-        if found:
-            message += f", found {found}"
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
