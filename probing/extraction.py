@@ -71,11 +71,10 @@ def model_max_length(config: object, tokenizer: object | None = None) -> int:
     return min(sane) if sane else DEFAULT_MAX_LENGTH
 
 
-def load_model(
-    model_id: str, revision: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
-) -> LoadedModel:
-    """Load the base model (no task head) and its fast tokenizer, once."""
-    from transformers import AutoModel, AutoTokenizer
+def load_fast_tokenizer(model_id: str, revision: str | None) -> tuple[object, str, str | None]:
+    """The model's fast tokenizer (word alignment needs it), and where the model lives: (tokenizer, source,
+    revision). Silences transformers' logging and progress bars first."""
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -85,6 +84,16 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(source, revision=rev)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{model_id}@{revision}: a fast (Rust) tokenizer is required for word alignment")
+    return tokenizer, source, rev
+
+
+def load_model(
+    model_id: str, revision: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """Load the base model (no task head) and its fast tokenizer, once."""
+    from transformers import AutoModel
+
+    tokenizer, source, rev = load_fast_tokenizer(model_id, revision)
     model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype).to(device).eval()
     config = model.config
     return LoadedModel(

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from probing.extraction import resolve_model
+from probing.extraction import load_fast_tokenizer
 from transfer.finetune import FinetuneParams
 
 #: LoRA target modules per ``config.model_type``.
@@ -72,21 +72,9 @@ def load_for_task(
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.modeling_utils")
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    source, rev = resolve_model(model_source, revision)
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=rev)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{model_source}@{revision}: a fast (Rust) tokenizer is required for word alignment")
+    tokenizer, source, rev = load_fast_tokenizer(model_source, revision)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model_type = AutoConfig.from_pretrained(source, revision=rev).model_type
