@@ -56,6 +56,7 @@ SUMMARY_TABLES = (
     "overlap_pairs",
     "overlap_summary",
     "method_overlaps",
+    "overlap_trends",
     "transfer",
     "correlations",
     "failures",

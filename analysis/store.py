@@ -38,6 +38,7 @@ LAYOUT: dict[str, tuple[str, ...]] = {
     "overlap_pairs": ("model",),
     "overlap_summary": ("model",),
     "method_overlaps": ("model",),
+    "overlap_trends": ("model",),
     "transfer": ("model", "checkpoint", "task"),
     "correlations": ("model",),
     "failures": ("stage",),

@@ -8,6 +8,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from analysis.findings import (
+    beats_random_findings,
+    beats_random_rows,
+    control_findings,
+    overlap_findings,
+    transfer_findings,
+)
 from analysis.plots import plot_accuracy_vs_k, plot_loss_curve, plot_overlap_heatmap, plot_scatter, plot_series
 from analysis.report import Section, Table, write_report
 
@@ -43,6 +50,8 @@ def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path | str, study: dic
     out_dir.mkdir(parents=True, exist_ok=True)
     views = _views(con)
     sections = [_overview(study)]
+    if "overlap_pairs" in views or "probe_metrics" in views:
+        sections.append(_findings(con, study, views))
     if "pretrain_loss" in views:
         sections.append(_pretraining(con, out_dir))
     if "dataset_stats" in views:
@@ -108,6 +117,65 @@ def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path | str, study: dic
         )
     )
     return write_report(out_dir / "index.html", f"Study report: {study['name']}", sections)
+
+
+def _records(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+    result = con.execute(sql)
+    columns = [c[0] for c in result.description]
+    return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+
+
+def _findings(con: duckdb.DuckDBPyConnection, study: dict, views: set[str]) -> Section:
+    """What the study found, first: controls, rankings against random, overlap against chance, transfer."""
+    section = Section(
+        "Findings",
+        paragraphs=[
+            "Each sentence is computed from the tables below it in this report (analysis/findings.py states the "
+            "tests): the random control must sit at chance; rankings are compared with the random control on the "
+            "same datasets (one-sided Wilcoxon signed-rank, Benjamini–Hochberg over all comparisons); overlap "
+            "p-values are exact hypergeometric tails, BH-corrected over every overlap test of the study; trends are "
+            "Spearman's ρ of the overlap rate against checkpoint order, exact p, BH over all trends."
+        ],
+    )
+    findings = []
+    if "overlap_pairs" in views:
+        pairs = _records(
+            con, "SELECT model, attribute, method, rate, expected, k, pvalue, significant, pvalue_bh FROM overlap_pairs"
+        )
+        trends = _records(con, "SELECT * FROM overlap_trends") if "overlap_trends" in views else []
+        findings += control_findings(pairs) + overlap_findings(pairs, trends)
+        if trends:
+            section.tables.append(
+                _table(
+                    con,
+                    "Trend of the average overlap rate over checkpoints per layer (Spearman ρ, exact p, BH)",
+                    "SELECT model, layer, attribute, method, n_checkpoints, first_rate, last_rate, expected_rate, "
+                    "spearman_rho, pvalue, pvalue_bh FROM overlap_trends ORDER BY attribute, method, layer",
+                )
+            )
+    if "probe_metrics" in views:
+        k_grid = sorted({r[0] for r in con.execute("SELECT DISTINCT k FROM probe_metrics").fetchall()})
+        small = [k for k in k_grid if k <= study["k"]] or k_grid[:1]
+        metrics = _records(
+            con,
+            "SELECT model, checkpoint, layer, language, attribute, classifier, seed, k, method, direction, accuracy "
+            "FROM probe_metrics WHERE direction = 'ttb'",
+        )
+        rows = beats_random_rows(metrics, small)
+        findings += beats_random_findings(rows, small[-1])
+        columns = ["attribute", "method", "k", "n", "accuracy", "random_accuracy", "difference", "wins", "pvalue_bh"]
+        section.tables.append(
+            Table(
+                "Test accuracy of each ranking's top k against the random control's on the same datasets",
+                columns,
+                [tuple(r[c] for c in columns) for r in rows],
+            )
+        )
+    if "correlations" in views:
+        findings += transfer_findings(_records(con, "SELECT * FROM correlations"))
+    order = {"controls": 0, "rankings": 1, "overlap": 2, "transfer": 3}
+    section.paragraphs += [f.sentence for f in sorted(findings, key=lambda f: order[f.topic])]
+    return section
 
 
 def _overview(study: dict) -> Section:

@@ -16,13 +16,14 @@ import pyarrow.dataset as ds
 
 from analysis.correlation import correlation_rows
 from analysis.database import create_database, open_results
+from analysis.findings import benjamini_hochberg, trend_rows
 from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
 from analysis.store import Store, fingerprint
 from analysis.study_report import build_report
 from ray_jobs.common import Failures, checkpoints, config_from_args, job_arguments
 from ray_jobs.config import StudyConfig, model_revisions
 
-OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps")
+OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps", "overlap_trends")
 
 
 def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
@@ -66,6 +67,14 @@ def rankings_fingerprint(records: list[dict]) -> str:
     return digest.hexdigest()[:16]
 
 
+def with_study_wide_bh(pairs: list[dict]) -> list[dict]:
+    """``pairs`` with ``pvalue_bh``: Benjamini–Hochberg over every overlap test of the study (all models,
+    checkpoints, layers, attributes, methods and seeds), next to Holm's per-matrix correction."""
+    for row, adjusted in zip(pairs, benjamini_hochberg([r["pvalue"] for r in pairs]), strict=True):
+        row["pvalue_bh"] = float(adjusted)
+    return pairs
+
+
 def run_overlaps(config: StudyConfig) -> bool:
     """Compute and store the overlap tables per model; return False when they were already up to date."""
     store = Store(config.output_root)
@@ -79,11 +88,16 @@ def run_overlaps(config: StudyConfig) -> bool:
         print("[analyse] overlap tables are up to date")
         return False
     order = {(spec.name, rev): i for spec in config.models for i, rev in enumerate(model_revisions(spec))}
+    pairs, summaries = cross_lingual_rows(records, config.probing.k, order)
+    tables = {
+        "overlap_pairs": with_study_wide_bh(pairs),
+        "overlap_summary": summaries,
+        "method_overlaps": method_overlap_rows(records, config.probing.k),
+        "overlap_trends": trend_rows(summaries),
+    }
     for model in models:
-        mine = [r for r in records if r["model"] == model]
-        pairs, summaries = cross_lingual_rows(mine, config.probing.k, order)
-        methods = method_overlap_rows(mine, config.probing.k)
-        for table, rows in zip(OVERLAP_TABLES, (pairs, summaries, methods), strict=True):
+        for table, all_rows in tables.items():
+            rows = [r for r in all_rows if r["model"] == model]
             if rows:
                 store.write(
                     pa.Table.from_pylist([{k: v for k, v in r.items() if k != "model"} for r in rows]),

@@ -80,7 +80,7 @@ def test_report_and_plots_are_written_and_not_blank(finished_study):
         assert image.name in html
         pixels = matplotlib.image.imread(image)
         assert pixels.std() > 0.02, image.name  # not a blank canvas
-    for heading in ("Word datasets", "Cross-lingual overlap", "Probing", "Zero-shot", "Failures"):
+    for heading in ("Findings", "Word datasets", "Cross-lingual overlap", "Probing", "Zero-shot", "Failures"):
         assert heading in html
 
 
