@@ -6,9 +6,9 @@ import pytest
 from scipy import stats
 
 from analysis.findings import (
-    benjamini_hochberg,
     beats_random_findings,
     beats_random_rows,
+    benjamini_hochberg,
     control_findings,
     overlap_findings,
     spearman_trend,
