@@ -10,6 +10,7 @@ import numpy as np
 
 from analysis.plots import plot_accuracy_vs_k, plot_loss_curve, plot_overlap_heatmap, plot_scatter, plot_series
 from analysis.report import Section, Table, write_report
+from probing.extraction import LAYER_CONVENTION
 
 EXAMPLE_QUERIES = [
     "-- average cross-lingual overlap rate of Number neurons per checkpoint\n"
@@ -116,8 +117,9 @@ def _overview(study: dict) -> Section:
         paragraphs=[
             f"Models and checkpoints: {', '.join(f'{m} ({len(c)})' for m, c in study['checkpoints'].items())}. "
             f"Languages: {', '.join(study['languages'])}. Attributes: {', '.join(study['attributes'])}. "
-            f"Layers: {', '.join(map(str, study['layers']))} (0 = embeddings). Methods: {', '.join(study['methods'])}; "
-            f"k = {study['k']}."
+            f"Layers: {', '.join(map(str, study['layers']))}. Methods: {', '.join(study['methods'])}; "
+            f"k = {study['k']}.",
+            f"Layer numbers: {LAYER_CONVENTION}.",
         ],
     )
     if study.get("stages"):
