@@ -17,6 +17,7 @@ from analysis.findings import (
 )
 from analysis.plots import plot_accuracy_vs_k, plot_loss_curve, plot_overlap_heatmap, plot_scatter, plot_series
 from analysis.report import Section, Table, write_report
+from probing.extraction import LAYER_CONVENTION
 
 EXAMPLE_QUERIES = [
     "-- average cross-lingual overlap rate of Number neurons per checkpoint\n"
@@ -184,8 +185,9 @@ def _overview(study: dict) -> Section:
         paragraphs=[
             f"Models and checkpoints: {', '.join(f'{m} ({len(c)})' for m, c in study['checkpoints'].items())}. "
             f"Languages: {', '.join(study['languages'])}. Attributes: {', '.join(study['attributes'])}. "
-            f"Layers: {', '.join(map(str, study['layers']))} (0 = embeddings). Methods: {', '.join(study['methods'])}; "
-            f"k = {study['k']}."
+            f"Layers: {', '.join(map(str, study['layers']))}. Methods: {', '.join(study['methods'])}; "
+            f"k = {study['k']}.",
+            f"Layer numbers: {LAYER_CONVENTION}.",
         ],
     )
     if study.get("stages"):

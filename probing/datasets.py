@@ -11,7 +11,7 @@ Stańczak et al. 2022 and Wang et al. 2024).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +82,28 @@ def stable_seed(*parts: object) -> int:
     """A 32-bit seed derived from the parts, identical across processes and Python versions."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+#: The fields of a probe trial's key that make its random draws its own: the random control's
+#: permutation, a latent probe's initialisation and sampling, a linear probe's minibatch order.
+TRIAL_SEED_FIELDS: tuple[str, ...] = ("model", "checkpoint", "layer", "language", "attribute")
+#: Bumped when trial seeds are derived differently (2: from the seed and the trial's key; the seed alone
+#: gave every language, attribute, layer and checkpoint the same "random" ranking: overlap 1 everywhere).
+TRIAL_SEED_VERSION = 2
+
+
+def trial_seed(seed: int, key: Mapping[str, object]) -> int:
+    """The ranker seed of one probe trial: ``stable_seed`` of the study's seed and the trial's key fields.
+
+    Every (model, checkpoint, layer, language, attribute) draws independently, so the random
+    control's top-k sets of two languages overlap like independent k-subsets (mean k²/d, the
+    hypergeometric null of `analysis.overlap`). The method is left out: the rankers of one
+    dataset may share a seed, since their draws are never compared against each other.
+    """
+    missing = [f for f in TRIAL_SEED_FIELDS if f not in key]
+    if missing:
+        raise ValueError(f"a trial key needs {', '.join(TRIAL_SEED_FIELDS)}; missing {', '.join(missing)}")
+    return stable_seed(seed, "trial", *(key[f] for f in TRIAL_SEED_FIELDS))
 
 
 def lemma_disjoint_split(lemmas: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Per-word activations from a transformers model: load, tokenize pre-split words, forward, pool.
 
-Layer convention: layer 0 is the embedding output (``hidden_states[0]``) and layer L (1..n) is the
-output of transformer block L (``hidden_states[L]``); for BLOOM the last one, L = n_layer, includes
-the final layer norm, as in transformers. So "layer 13 of 25" in Wang et al. (2024) is ``13`` here.
+Layer convention (``LAYER_CONVENTION``, the one statement of it): layer 0 is the embedding output
+(``hidden_states[0]``; for BLOOM after its embedding layer norm) and layer L (1..n) is the output of
+transformer block L (``hidden_states[L]``); for BLOOM the last one, L = n_layer, includes the final
+layer norm, as in transformers. Wang et al. (2024) count differently: their code reads
+``hidden_states[L − 1]`` for "layer L of 25" (1-based), so their layers 13 and 17 are 12 and 16 here.
 
 A word's vector is the mean of its sub-word vectors (Vulić et al. 2020). Pre-split words are
 tokenized with a space before every word after the first, so that byte-level BPE tokenizers (BLOOM,
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: How layers are numbered, as printed in the study report (see the module docstring).
+LAYER_CONVENTION = "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
 #: Length limit for models with no position table (BLOOM uses ALiBi): its training length.
 DEFAULT_MAX_LENGTH = 2048
 

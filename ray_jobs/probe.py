@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.store import Store, fingerprint
+from probing.datasets import TRIAL_SEED_VERSION, stable_seed, trial_seed
 from ray_jobs.common import (
     FAILURE_SCHEMA,
     Failures,
@@ -107,6 +108,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                     "activation_fingerprint": act_fp,
                     "fingerprint": fingerprint(
                         "probe",
+                        TRIAL_SEED_VERSION,
                         key,
                         seed,
                         p.k,
@@ -171,7 +173,8 @@ def load_probe_data(store: Store, key: dict, max_examples: int | None, seed: int
     value_of = np.asarray(words.column("value").to_pylist(), dtype=object)
     split = np.asarray(words.column("split").to_pylist())
     forms = np.asarray([f.lower() for f in words.column("form").to_pylist()], dtype=object)
-    rng = np.random.default_rng(seed)
+    # one subsample per (language, attribute): the same words at every checkpoint, layer and method
+    rng = np.random.default_rng(stable_seed(seed, "max_examples", key["language"], key["attribute"]))
     parts = {}
     for name in ("train", "dev", "test"):
         index = np.flatnonzero((split == name) & found)
@@ -228,7 +231,7 @@ def run_trial(spec: dict) -> dict:
     params = {**spec["params"]}
     if method in ("latent", "gaussian"):
         params.setdefault("k", min(spec["k"], data.X_train.shape[1]))
-    ranker = make_ranker(method, params, seed=seed)
+    ranker = make_ranker(method, params, seed=trial_seed(seed, key))
     ranking = ranker.fit(data.X_train, data.y_train, data.X_dev, data.y_dev)
     rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
     metrics, ranking_rows = [], []

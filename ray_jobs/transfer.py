@@ -60,6 +60,8 @@ def task_params(config: StudyConfig, task: str):
 
 def transfer_specs(config: StudyConfig, sources: dict[str, str]) -> list[dict]:
     """Every (checkpoint, task) trial with the fingerprint of what determines its result."""
+    from transfer.xnli_data import XNLI_SPLIT_VERSION
+
     specs = []
     for spec, revision in checkpoints(config):
         if spec.name not in sources:
@@ -69,10 +71,13 @@ def transfer_specs(config: StudyConfig, sources: dict[str, str]) -> list[dict]:
             data = (
                 [ud_signature(config.ud_dir, lang) for lang in ["en", *targets]]
                 if task == "pos"
-                else sorted(
-                    f"{lang}:{(Path(config.transfer.xnli_dir) / f'dev-{lang}.tsv').stat().st_size}"
-                    for lang in ["en", *targets]
-                )
+                else [
+                    XNLI_SPLIT_VERSION,
+                    *sorted(
+                        f"{lang}:{(Path(config.transfer.xnli_dir) / f'dev-{lang}.tsv').stat().st_size}"
+                        for lang in ["en", *targets]
+                    ),
+                ]
             )
             params = task_params(config, task)
             specs.append(

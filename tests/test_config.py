@@ -132,7 +132,8 @@ def test_shipped_configs_are_valid(ud_dir):
     for name in ("tiny.yaml", "demo.yaml", "demo-xnli.yaml"):
         load_config(REPO / "configs" / name)
     dynamics = load_config(REPO / "configs" / "bloom-dynamics.yaml", ud_dir=str(ud_dir), check_models=False)
-    assert dynamics.layers == (13, 17) and [len(m.revisions) for m in dynamics.models] == [6, 8, 4]
+    # paper 002 reads hidden_states[L - 1] for its "layer L": its layers 13 and 17 are 12 and 16 here
+    assert dynamics.layers == (12, 16) and [len(m.revisions) for m in dynamics.models] == [6, 8, 4]
     assert dynamics.output_root.startswith("s3://")
     pitfalls = load_config(REPO / "configs" / "mbert-pitfalls.yaml", ud_dir=str(ud_dir), check_models=False)
     assert pitfalls.layers == (2, 7, 12) and pitfalls.probing.k == 100

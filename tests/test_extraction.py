@@ -6,6 +6,7 @@ import torch
 
 from probing.datasets import read_language
 from probing.extraction import (
+    LAYER_CONVENTION,
     WordActivationExtractor,
     encode_words,
     load_model,
@@ -61,14 +62,33 @@ def test_word_vector_is_the_mean_of_its_subword_vectors_from_a_direct_forward_pa
     assert result.vectors[0].shape == (offset, loaded.hidden_size)
 
 
-def test_layer_zero_is_the_embedding_output(tiny_bloom_dir, sentences):
+def test_layer_convention_zero_is_the_embedding_output_and_l_the_output_of_block_l(tiny_bloom_dir, sentences):
+    """LAYER_CONVENTION, checked against the modules themselves: layer 0 = the embedding output (after BLOOM's
+    embedding layer norm), layer L = what block L returns; so paper 002's "layer L" (hidden_states[L-1]) is L-1."""
+    assert LAYER_CONVENTION == (
+        "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
+    )
     loaded = load_model(str(tiny_bloom_dir), "step-a")
-    result = WordActivationExtractor(loaded, [0]).extract(sentences[:1])
+    n = loaded.num_layers
+    result = WordActivationExtractor(loaded, list(range(n + 1))).extract(sentences[:1])
     ((ids, word_ids),) = encode_words(loaded.tokenizer, sentences[:1])
+    block_outputs = []
+    hooks = [b.register_forward_hook(lambda m, i, o: block_outputs.append(o[0][0])) for b in loaded.model.h]
     with torch.inference_mode():
         embedded = loaded.model.word_embeddings_layernorm(loaded.model.word_embeddings(torch.tensor([ids])))[0]
+        loaded.model(input_ids=torch.tensor([ids]))
+    for hook in hooks:
+        hook.remove()
+    with torch.inference_mode():
+        block_outputs[-1] = loaded.model.ln_f(block_outputs[-1])  # transformers' last hidden state is after ln_f
     first_word = np.asarray(word_ids) == 0
-    np.testing.assert_allclose(result.vectors[0][0], embedded[first_word].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    expected = [embedded, *block_outputs]
+    assert len(expected) == n + 1
+    for layer in range(n + 1):
+        np.testing.assert_allclose(
+            result.vectors[layer][0], expected[layer][first_word].mean(0).numpy(), rtol=1e-4, atol=1e-5
+        )
+    assert not np.allclose(result.vectors[1][0], expected[0][first_word].mean(0).numpy(), atol=1e-3)  # not L-1
 
 
 def test_sentences_over_the_length_limit_are_dropped_and_counted(tiny_bert_dir, sentences):

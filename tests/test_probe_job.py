@@ -77,6 +77,11 @@ def test_sweep_writes_one_ranking_per_trial_and_metrics_per_classifier_and_k(swe
         for m, d in methods
     ]
     assert all(r[4] == 32 for r in rankings)
+    random_orders = con.execute(
+        f"SELECT ranking FROM read_parquet('{root}/rankings/*/*/*/*/*/*/*.parquet', hive_partitioning = true) "
+        "WHERE method = 'random'"
+    ).fetchall()
+    assert len(random_orders) == 3 and len({tuple(r[0]) for r in random_orders}) == 3  # seeded per trial key
     assert {r[5] for r in rankings if r[2] == "gaussian" and r[3] == "ttb"} == {8}
     metrics = con.execute(
         f"SELECT count(*), count(DISTINCT k), min(accuracy) >= 0, max(accuracy) <= 1 FROM read_parquet("

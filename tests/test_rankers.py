@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from analysis.overlap import matrix_summary, pairwise_overlap
+from probing.datasets import TRIAL_SEED_FIELDS, trial_seed
 from probing.rankers import (
     RANKERS,
     GaussianParams,
@@ -166,6 +168,42 @@ def test_same_seed_same_ranking(method, planted):
     assert np.array_equal(first.order, second.order)
     assert np.array_equal(first.scores, second.scores, equal_nan=True)
     assert first.params == second.params and first.params["seed"] == 3
+
+
+TRIAL_KEY = {"model": "tiny", "checkpoint": "step-000100", "layer": 2, "language": "en", "attribute": "Number"}
+VARIED = {
+    "language": ["ar", "de", "en", "es", "fr", "hi", "ru", "tr", "vi", "zh"],
+    "checkpoint": [f"step-{s:06d}" for s in range(0, 1000, 100)],
+    "layer": list(range(10)),
+    "attribute": ["Number", "Gender", "Case", "Tense", "Person", "Mood", "Aspect", "Voice", "Definite", "POS"],
+}
+
+
+@pytest.mark.parametrize("field", VARIED)
+@pytest.mark.parametrize("k", [12, 50])
+def test_random_control_of_ten_trials_overlaps_at_chance(field, k):
+    """The probe stage's ranker seed (trial_seed) gives independent random rankings per trial: no pair of the
+    10 is significant after Holm, and the mean pairwise overlap is k²/d within 4 standard errors."""
+    d = 256
+    X, y = np.zeros((6, d)), np.arange(6) % 2
+    keys = [{**TRIAL_KEY, field: value} for value in VARIED[field]]
+    orders = [make_ranker("random", seed=trial_seed(0, key)).fit(X, y).order for key in keys]
+    summary = matrix_summary(pairwise_overlap(orders, k), k, d)
+    assert not summary["significant"].any()
+    # X ~ Hypergeometric(d, k, k) per pair; the 45 pairs are pairwise uncorrelated under independence
+    variance = k * (k / d) * ((d - k) / d) * ((d - k) / (d - 1))
+    assert abs(summary["overlap"].mean() - k * k / d) <= 4 * np.sqrt(variance / len(summary["overlap"]))
+
+
+def test_trial_seed_depends_on_every_key_field_but_not_the_method():
+    other = {field: next(v for v in values if v != TRIAL_KEY[field]) for field, values in VARIED.items()}
+    seeds = {trial_seed(0, {**TRIAL_KEY, field: value}) for field, value in other.items()} | {trial_seed(0, TRIAL_KEY)}
+    assert len(seeds) == len(VARIED) + 1
+    assert trial_seed(0, {**TRIAL_KEY, "model": "other"}) != trial_seed(0, TRIAL_KEY) != trial_seed(1, TRIAL_KEY)
+    assert trial_seed(0, {**TRIAL_KEY, "method": "random"}) == trial_seed(0, {**TRIAL_KEY, "method": "latent"})
+    assert trial_seed(0, TRIAL_KEY) == trial_seed(0, dict(TRIAL_KEY))  # stable: a hash of values, not identities
+    with pytest.raises(ValueError, match="missing layer"):
+        trial_seed(0, {f: TRIAL_KEY[f] for f in TRIAL_SEED_FIELDS if f != "layer"})
 
 
 def test_other_seed_other_random_ranking(planted):

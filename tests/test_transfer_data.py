@@ -1,6 +1,7 @@
 """Transfer data: strict XNLI readers, the English split, pair encoding, UD POS files and first-sub-word labels."""
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,11 +17,13 @@ from transfer.xnli_data import (
     NliPair,
     XNLIError,
     encode_xnli,
+    read_parallel_dev,
     read_xnli,
     read_xnli_dev,
     read_xnli_official,
     split_english_dev,
 )
+from transfer.zero_shot import XNLI_PARAMS, xnli_parts
 
 
 def test_real_english_dev_has_2490_rows_830_per_label():
@@ -97,16 +100,63 @@ def test_official_layout_errors_name_line(tmp_path):
         read_xnli_official(tmp_path / "bad.tsv", "en")
 
 
-def test_english_split_is_deterministic_disjoint_and_complete():
+def test_english_split_is_by_premise_deterministic_disjoint_and_complete():
     pairs = read_xnli(XNLI_DIR / "dev-en.tsv")
-    train, select, test = split_english_dev(pairs, seed=3)
-    assert (len(train), len(select), len(test)) == (1992, 249, 249)
-    assert (train, select, test) == split_english_dev(pairs, seed=3)
-    assert split_english_dev(pairs, seed=4)[1] != select
-    index = {id(p): i for i, p in enumerate(pairs)}
-    rows = [{index[id(p)] for p in part} for part in (train, select, test)]
+    split = split_english_dev(pairs, seed=3)
+    parts = (split.train, split.select, split.test)
+    assert tuple(map(len, parts)) == (1992, 249, 249)  # 830 premises x 3 hypotheses, cut 664 / 83 / 83
+    assert split == split_english_dev(pairs, seed=3) and split_english_dev(pairs, seed=4).select != split.select
+    rows = [set(part) for part in parts]
     assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
     assert set.union(*rows) == set(range(len(pairs)))
+    premises = [{pairs[i].premise for i in part} for part in parts]
+    assert not (premises[0] & premises[1]) and not (premises[0] & premises[2]) and not (premises[1] & premises[2])
+
+
+def test_no_evaluated_target_row_is_parallel_to_an_english_training_or_selection_row():
+    languages = sorted(p.name[4:-4] for p in XNLI_DIR.glob("dev-*.tsv"))
+    assert len(languages) == 8
+    data = xnli_parts(XNLI_DIR, languages, XNLI_PARAMS)
+    english = read_xnli(XNLI_DIR / "dev-en.tsv")
+    seen_rows = {p.line - 1 for p in (*data.train, *data.select)}
+    seen_premises = {english[i].premise for i in seen_rows}
+    assert len(seen_rows) == 1992 + 249  # no cap in the default setting
+    english_test_rows = [p.line - 1 for p in data.tests["en"]]
+    for language, pairs in data.tests.items():
+        rows = [p.line - 1 for p in pairs]
+        assert len(rows) == 249 and rows == english_test_rows  # the same items in every language
+        assert not set(rows) & seen_rows
+        assert not {english[i].premise for i in rows} & seen_premises
+        assert [p.label for p in pairs] == [english[i].label for i in rows]
+        own = read_xnli(XNLI_DIR / f"dev-{language}.tsv")
+        assert pairs == [own[i] for i in rows]  # the language's own rows (translations), not English ones
+
+
+def test_capped_targets_share_the_same_rows_of_the_english_test_part():
+    data = xnli_parts(XNLI_DIR, ["zh", "fr"], replace(XNLI_PARAMS, max_train_examples=64, max_eval_examples=30))
+    rows = {lang: [p.line for p in pairs] for lang, pairs in data.tests.items()}
+    assert list(rows) == ["en", "zh", "fr"] and len(data.train) == 64 and len(data.select) == 30
+    assert rows["en"] == rows["zh"] == rows["fr"] and len(rows["en"]) == 30
+
+
+def _copy_dev(tmp_path, language, edit):
+    lines = (XNLI_DIR / "dev-fr.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "dev-en.tsv").write_bytes((XNLI_DIR / "dev-en.tsv").read_bytes())
+    (tmp_path / f"dev-{language}.tsv").write_text("".join(edit(lines)), encoding="utf-8")
+    return tmp_path / f"dev-{language}.tsv"
+
+
+def test_target_files_that_are_not_row_parallel_are_errors_naming_file_and_line(tmp_path):
+    english = read_xnli(XNLI_DIR / "dev-en.tsv")
+    short = _copy_dev(tmp_path, "fr", lambda lines: lines[:10] + lines[11:])
+    with pytest.raises(XNLIError, match=rf"^{short}: expected 2490 rows, parallel to the English dev file, found 2489"):
+        read_parallel_dev(tmp_path, "fr", english)
+    swapped = _copy_dev(tmp_path, "de", lambda lines: [lines[1], lines[0], *lines[2:]])  # rows 1, 2 differ in label
+    assert english[0].label != english[1].label
+    with pytest.raises(XNLIError, match=rf"^{swapped}:1: expected label '\w+' as on row 1 of the English dev file"):
+        read_parallel_dev(tmp_path, "de", english)
+    with pytest.raises(XNLIError, match=r"dev-de\.tsv:1: expected label"):
+        xnli_parts(tmp_path, ["de"], XNLI_PARAMS)
 
 
 def test_pair_encoding_uses_template_or_eos_and_respects_max_length(tiny_bloom_dir, tiny_bert_dir):

@@ -5,9 +5,14 @@ Per-language layout (XTREME): ``dev-<lang>.tsv`` = premise<TAB>hypothesis<TAB>la
 ``xnli.dev.tsv`` / ``xnli.test.tsv`` with a header naming (among others) ``language``,
 ``gold_label``, ``sentence1``, ``sentence2``.
 
-Only dev files carry labels here, so the English dev file is the training data: a seeded
-permutation of its rows is cut 80/10/10 into train / select (model selection) / test (the English
-in-language reference row); every other language is scored on its full dev file.
+Only dev files carry labels here, so the English dev file is the training data. The dev files are
+parallel: row i of every language translates English row i and has its label, and each premise
+has three hypotheses. So the English rows are split by *premise* (a seeded permutation of the
+premises, cut 80/10/10 into train / select (model selection) / test; every hypothesis of a premise
+in one part), and every language, English included, is scored only on the rows of the test part
+(the same row indices): a target row that translates a training row would measure memorised
+alignment, not transfer. ``read_parallel_dev`` checks that a target file is row-parallel to
+English (same number of rows, same label on every row).
 
 Pairs are encoded with the tokenizer's pair template where it has one (BERT: [CLS] p [SEP] h [SEP],
 with segment ids). Byte-level BPE tokenizers without one (BLOOM adds no special tokens) get
@@ -19,7 +24,7 @@ Both are truncated longest-first to ``max_length`` tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,9 @@ from transfer.examples import Encoded
 XNLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
 _LABEL_ID = {label: i for i, label in enumerate(XNLI_LABELS)}
 _OFFICIAL_COLUMNS = ("language", "gold_label", "sentence1", "sentence2")
+#: Bumped whenever the XNLI split or the rows scored change (2: split by premise, targets scored only on
+#: the rows parallel to the English test part), so that stored transfer results are recomputed.
+XNLI_SPLIT_VERSION = 2
 
 
 class XNLIError(InputError):
@@ -43,6 +51,17 @@ class NliPair:
     premise: str
     hypothesis: str
     label: int
+    #: The 1-based line of the row in its file (0 when not read from a file); not part of equality.
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class EnglishSplit:
+    """Row indices (sorted) of the English dev file in each part; a target's rows at ``test`` are its test set."""
+
+    train: tuple[int, ...]
+    select: tuple[int, ...]
+    test: tuple[int, ...]
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -73,7 +92,7 @@ def _pair(path: Path, number: int, premise: str, hypothesis: str, label: str) ->
         raise XNLIError(path, number, "a non-empty premise and hypothesis", f"an empty {which}")
     if label not in _LABEL_ID:
         raise XNLIError(path, number, f"a label in {', '.join(XNLI_LABELS)}", repr(label))
-    return NliPair(premise, hypothesis, _LABEL_ID[label])
+    return NliPair(premise, hypothesis, _LABEL_ID[label], number)
 
 
 def read_xnli(path: Path | str) -> list[NliPair]:
@@ -118,24 +137,62 @@ def read_xnli_official(path: Path | str, language: str) -> list[NliPair]:
     return pairs
 
 
-def read_xnli_dev(xnli_dir: Path | str, language: str) -> list[NliPair]:
-    """A language's labelled dev pairs: ``dev-<lang>.tsv``, else the official ``xnli.dev.tsv``."""
+def xnli_dev_file(xnli_dir: Path | str, language: str) -> Path:
+    """The file holding a language's labelled dev pairs: ``dev-<lang>.tsv``, else the official ``xnli.dev.tsv``."""
     folder = Path(xnli_dir)
-    if (folder / f"dev-{language}.tsv").is_file():
-        return read_xnli(folder / f"dev-{language}.tsv")
-    if (folder / "xnli.dev.tsv").is_file():
-        return read_xnli_official(folder / "xnli.dev.tsv", language)
+    for path in (folder / f"dev-{language}.tsv", folder / "xnli.dev.tsv"):
+        if path.is_file():
+            return path
     raise FileNotFoundError(f"{folder}: no dev-{language}.tsv (nor an official xnli.dev.tsv) for language '{language}'")
+
+
+def read_xnli_dev(xnli_dir: Path | str, language: str) -> list[NliPair]:
+    """A language's labelled dev pairs, from the file ``xnli_dev_file`` names."""
+    path = xnli_dev_file(xnli_dir, language)
+    return read_xnli_official(path, language) if path.name == "xnli.dev.tsv" else read_xnli(path)
+
+
+def check_parallel(english: Sequence[NliPair], target: Sequence[NliPair], path: Path | str) -> None:
+    """XNLIError unless ``target`` (read from ``path``) has English's number of rows and its label on every row.
+
+    Scoring a target only on the rows parallel to the English test part is leak-free only if row i
+    of the target really translates English row i; a shifted, shortened or reordered file breaks that.
+    """
+    if len(target) != len(english):
+        raise XNLIError(path, None, f"{len(english)} rows, parallel to the English dev file", f"{len(target)} rows")
+    for row, (source, pair) in enumerate(zip(english, target, strict=True), start=1):
+        if pair.label != source.label:
+            raise XNLIError(
+                path,
+                pair.line or None,
+                f"label '{XNLI_LABELS[source.label]}' as on row {row} of the English dev file (files are row-parallel)",
+                f"'{XNLI_LABELS[pair.label]}'",
+            )
+
+
+def read_parallel_dev(xnli_dir: Path | str, language: str, english: Sequence[NliPair]) -> list[NliPair]:
+    """A target language's dev pairs, checked to be row-parallel to the English ones (``check_parallel``)."""
+    pairs = read_xnli_dev(xnli_dir, language)
+    check_parallel(english, pairs, xnli_dev_file(xnli_dir, language))
+    return pairs
 
 
 def split_english_dev(
     pairs: Sequence[NliPair], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-) -> tuple[list[NliPair], list[NliPair], list[NliPair]]:
-    """Train / select / test parts of the English dev pairs: a seeded permutation of row indices, cut in order."""
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    cut_train, cut_select = (round(float(f) * len(pairs)) for f in np.cumsum(fractions)[:2])
-    parts = (order[:cut_train], order[cut_train:cut_select], order[cut_select:])
-    return tuple([pairs[i] for i in sorted(part)] for part in parts)
+) -> EnglishSplit:
+    """Train / select / test row indices of the English dev pairs, split by premise.
+
+    The distinct premises (in order of first appearance) are permuted with ``seed`` and cut in
+    order at round(cumulative fraction × number of premises); each row goes to its premise's part.
+    """
+    rows_of: dict[str, list[int]] = {}
+    for row, pair in enumerate(pairs):
+        rows_of.setdefault(pair.premise, []).append(row)
+    premises = list(rows_of)
+    order = np.random.default_rng(seed).permutation(len(premises))
+    cuts = [round(float(f) * len(premises)) for f in np.cumsum(fractions)[:2]]
+    parts = (order[: cuts[0]], order[cuts[0] : cuts[1]], order[cuts[1] :])
+    return EnglishSplit(*(tuple(sorted(row for p in part for row in rows_of[premises[p]])) for part in parts))
 
 
 def _truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:

@@ -3,9 +3,11 @@
 POS: train on the English ``*-train*`` files, select on English ``*-dev*`` by accuracy (which is
 micro-F1 for one tag per word, the paper's POS "F1"), report accuracy and macro-F1 on each target
 language's ``*-test*`` files. XNLI: train / select / test on a seeded 80/10/10 split of the English
-dev file (`transfer.xnli_data`), report accuracy on every other language's full dev file.
-English is always a target (the in-language reference). Every input is read and checked before
-training starts, so a missing test file fails fast. Caps (``max_*_examples``) are seeded subsets.
+dev file by premise (`transfer.xnli_data`), report accuracy on every language's rows parallel to
+the English test part (249 rows per language with the default split), never on translations of
+training or selection rows. English is always a target (the in-language reference). Every input is
+read and checked (XNLI: row-parallel to English) before training starts, so a bad file fails fast.
+Caps (``max_*_examples``) are seeded subsets; the XNLI test cap keeps the same rows in every language.
 
 Result rows are plain dicts with the keys of ``ROW_KEYS``, one per (target language, metric).
 """
@@ -26,7 +28,7 @@ from transfer.examples import subsample
 from transfer.finetune import FinetuneParams, FinetuneResult, finetune, seed_everything
 from transfer.models import Head, load_for_task
 from transfer.pos_data import UPOS_TAGS, encode_pos, read_tagged, split_files
-from transfer.xnli_data import XNLI_LABELS, encode_xnli, read_xnli_dev, split_english_dev
+from transfer.xnli_data import XNLI_LABELS, NliPair, encode_xnli, read_parallel_dev, read_xnli_dev, split_english_dev
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,39 @@ def run_pos_transfer(
     return rows
 
 
+@dataclass(frozen=True)
+class XnliParts:
+    """English training and selection pairs, and each target language's test pairs (English first)."""
+
+    train: list[NliPair]
+    select: list[NliPair]
+    tests: dict[str, list[NliPair]]
+
+
+def xnli_parts(xnli_dir: Path | str, target_languages: Sequence[str], params: FinetuneParams) -> XnliParts:
+    """Read and check every dev file, split English by premise, and take each target's rows at the test indices.
+
+    Every language is scored on the same row indices (the English test part, capped by one seeded
+    subset), so its test pairs translate English test pairs only: none is parallel to a training or
+    selection pair, and the languages are compared on the same items.
+    """
+    english = read_xnli_dev(xnli_dir, SOURCE_LANGUAGE)
+    dev = {
+        lang: english if lang == SOURCE_LANGUAGE else read_parallel_dev(xnli_dir, lang, english)
+        for lang in _languages(target_languages)
+    }
+    split = split_english_dev(english, params.seed)
+    cap = params.max_eval_examples
+    train = [english[i] for i in split.train]
+    select = [english[i] for i in split.select]
+    test_rows = subsample(split.test, cap, stable_seed(params.seed, "xnli", "test"))
+    return XnliParts(
+        subsample(train, params.max_train_examples, stable_seed(params.seed, "xnli", "train")),
+        subsample(select, cap, stable_seed(params.seed, "xnli", "select")),
+        {lang: [pairs[i] for i in test_rows] for lang, pairs in dev.items()},
+    )
+
+
 def run_xnli_transfer(
     model_source: str,
     revision: str | None,
@@ -156,23 +191,22 @@ def run_xnli_transfer(
 ) -> list[dict]:
     """Fine-tune a sequence-classification head on English XNLI dev pairs; an accuracy row per target."""
     checkpoint = checkpoint or (f"{model_source}@{revision}" if revision else model_source)
-    train, select, english_test = split_english_dev(read_xnli_dev(xnli_dir, SOURCE_LANGUAGE), params.seed)
-    cap = params.max_eval_examples
-    train = subsample(train, params.max_train_examples, stable_seed(params.seed, "xnli", "train"))
-    select = subsample(select, cap, stable_seed(params.seed, "xnli", "select"))
-    tests = {
-        lang: subsample(
-            english_test if lang == SOURCE_LANGUAGE else read_xnli_dev(xnli_dir, lang),
-            cap,
-            stable_seed(params.seed, "xnli", "test", lang),
-        )
-        for lang in _languages(target_languages)
-    }
+    data = xnli_parts(xnli_dir, target_languages, params)
     tuned = _finetune_on_english(
-        model_source, revision, "sequence", XNLI_LABELS, params, device, encode_xnli, evaluate_xnli, train, select
+        model_source,
+        revision,
+        "sequence",
+        XNLI_LABELS,
+        params,
+        device,
+        encode_xnli,
+        evaluate_xnli,
+        data.train,
+        data.select,
     )
     rows = []
-    for lang, pairs in tests.items():
+    for lang, pairs in data.tests.items():
         scores = tuned.score(pairs)
+        log.info("xnli %s: scored on %d rows parallel to the English test part", lang, scores["n"])
         rows.append(_row(checkpoint, "xnli", lang, "accuracy", scores["accuracy"], tuned.result, scores["n"]))
     return rows
