@@ -3,9 +3,9 @@
 Input: ranking records (one per model, checkpoint, layer, language, attribute, method, seed; top-to-bottom
 order of all d neurons, and the k its trial resolved for the model: the study's k, or ``k_fraction``·d).
 Overlaps are taken at each record's own k, so that models of different widths are compared at the same
-fraction of their width when the study gives k that way. Output: plain row dicts for the ``overlap_pairs``, ``overlap_summary`` and
-``method_overlaps`` tables. Trajectories across checkpoints and layers are these rows ordered by
-``checkpoint_index`` and ``layer``.
+fraction of their width when the study gives k that way. Output: plain row dicts for the
+``overlap_pairs``, ``overlap_summary`` and ``method_overlaps`` tables. Trajectories across checkpoints
+and layers are these rows ordered by ``checkpoint_index`` and ``layer``.
 """
 
 from __future__ import annotations
