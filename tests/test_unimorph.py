@@ -55,4 +55,3 @@ def test_bundle_order_is_canonical_whatever_the_ud_order():
 
 def test_additive_shares_the_illatives_case_value_as_the_table_allows():
     assert ud_to_unimorph("NOUN", {"Case": "Add"})["Case"] == ud_to_unimorph("NOUN", {"Case": "Ill"})["Case"]
-
