@@ -290,3 +290,34 @@ def test_default_lemma_split_is_unchanged_by_the_new_data_fields(ud_dir):
         for s in ("train", "dev", "test")
     }
     assert not (lemmas["train"] & lemmas["dev"]) and not (lemmas["train"] & lemmas["test"])
+
+
+def test_overlaps_use_each_rankings_own_k_not_the_configs():
+    """Two models of widths 20 and 40 with k = 0.1·d: overlaps at k = 2 and 4, chance k²/d accordingly."""
+    from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
+
+    rng = np.random.default_rng(0)
+    records = [
+        {
+            "model": model,
+            "checkpoint": "c",
+            "layer": 1,
+            "language": lang,
+            "attribute": "Number",
+            "method": method,
+            "seed": 0,
+            "k": resolve_k(50, 0.1, d),
+            "ranking": rng.permutation(d).tolist(),
+        }
+        for model, d in (("narrow", 20), ("wide", 40))
+        for lang in ("en", "fr")
+        for method in ("linear", "random")
+    ]
+    pairs, _ = cross_lingual_rows(records, {})
+    assert {(p["model"], p["k"], p["expected"]) for p in pairs} == {("narrow", 2, 0.2), ("wide", 4, 0.4)}
+    by_pair = {(r["model"], r["language"]): r["ranking"] for r in records if r["method"] == "linear"}
+    wide = next(p for p in pairs if p["model"] == "wide" and p["method"] == "linear")
+    assert wide["overlap"] == len(set(by_pair["wide", "en"][:4]) & set(by_pair["wide", "fr"][:4]))
+    assert {r["k"] for r in method_overlap_rows(records)} == {2, 4}
+    with pytest.raises(ValueError, match="different k"):
+        cross_lingual_rows([records[0], {**records[2], "k": 3}], {})
