@@ -1,9 +1,11 @@
 """Overlap tables of a study from its rankings: cross-lingual pairs, per-matrix summaries, method agreement.
 
 Input: ranking records (one per model, checkpoint, layer, language, attribute, method, seed; top-to-bottom
-order of all d neurons). Output: plain row dicts for the ``overlap_pairs``, ``overlap_summary`` and
-``method_overlaps`` tables. Trajectories across checkpoints and layers are these rows ordered by
-``checkpoint_index`` and ``layer``.
+order of all d neurons, and the k its trial resolved for the model: the study's k, or ``k_fraction``·d).
+Overlaps are taken at each record's own k, so that models of different widths are compared at the same
+fraction of their width when the study gives k that way. Output: plain row dicts for the
+``overlap_pairs``, ``overlap_summary`` and ``method_overlaps`` tables. Trajectories across checkpoints
+and layers are these rows ordered by ``checkpoint_index`` and ``layer``.
 """
 
 from __future__ import annotations
@@ -25,15 +27,23 @@ MATRIX_KEY = ("model", "checkpoint", "layer", "attribute", "method", "seed")
 CONFIG_KEY = ("model", "checkpoint", "layer", "language", "attribute", "seed")
 
 
-def _grouped(records: Iterable[Mapping], key: tuple[str, ...], member: str) -> dict[tuple, dict[str, np.ndarray]]:
-    groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+def group_k(records: Iterable[Mapping]) -> int:
+    """The k of a group of rankings compared with each other; they must share it (same model)."""
+    ks = {int(r["k"]) for r in records}
+    if len(ks) != 1:
+        raise ValueError(f"rankings compared with each other have different k: {sorted(ks)}")
+    return ks.pop()
+
+
+def _grouped(records: Iterable[Mapping], key: tuple[str, ...], member: str) -> dict[tuple, dict[str, Mapping]]:
+    groups: dict[tuple, dict[str, Mapping]] = defaultdict(dict)
     for record in records:
-        groups[tuple(record[c] for c in key)][record[member]] = np.asarray(record["ranking"])
+        groups[tuple(record[c] for c in key)][record[member]] = record
     return groups
 
 
 def cross_lingual_rows(
-    records: Iterable[Mapping], k: int, checkpoint_index: Mapping[tuple[str, str], int], alpha: float = 0.05
+    records: Iterable[Mapping], checkpoint_index: Mapping[tuple[str, str], int], alpha: float = 0.05
 ) -> tuple[list[dict], list[dict]]:
     """Pairwise language overlaps and one summary per (model, checkpoint, layer, attribute, method, seed)."""
     pairs, summaries = [], []
@@ -41,9 +51,9 @@ def cross_lingual_rows(
         base = dict(zip(MATRIX_KEY, group, strict=True))
         base["checkpoint_index"] = checkpoint_index.get((base["model"], base["checkpoint"]), -1)
         languages = sorted(by_language)
-        orders = [by_language[lang] for lang in languages]
+        orders = [np.asarray(by_language[lang]["ranking"]) for lang in languages]
         d = len(orders[0])
-        kk = min(k, d)
+        kk = min(group_k(by_language.values()), d)
         counts = pairwise_overlap(orders, kk)
         summary = matrix_summary(counts, kk, d, alpha)
         for i, j, overlap, rate, p, p_holm, significant in zip(
@@ -93,7 +103,7 @@ def cross_lingual_rows(
     return pairs, summaries
 
 
-def method_overlap_rows(records: Iterable[Mapping], k: int) -> list[dict]:
+def method_overlap_rows(records: Iterable[Mapping]) -> list[dict]:
     """Overlap of the top-k of every pair of methods for the same (checkpoint, layer, language, attribute)."""
     rows = []
     for group, by_method in sorted(_grouped(records, CONFIG_KEY, "method").items(), key=lambda g: str(g[0])):
@@ -101,9 +111,10 @@ def method_overlap_rows(records: Iterable[Mapping], k: int) -> list[dict]:
         methods = sorted(by_method)
         if len(methods) < 2:
             continue
-        d = len(by_method[methods[0]])
-        kk = min(k, d)
-        counts = pairwise_overlap([by_method[m] for m in methods], kk)
+        orders = [np.asarray(by_method[m]["ranking"]) for m in methods]
+        d = len(orders[0])
+        kk = min(group_k(by_method.values()), d)
+        counts = pairwise_overlap(orders, kk)
         for i in range(len(methods)):
             for j in range(i + 1, len(methods)):
                 rows.append(

@@ -1,11 +1,14 @@
-"""UD treebanks → one word-level dataset per (language, attribute), split lemma-disjointly.
+"""UD treebanks → one word-level dataset per (language, attribute), split lemma-disjointly or as UD splits.
 
 Per language every ``*.conllu`` file in ``ud_dir/<lang>/`` is pooled (sorted by name), because
 many languages here have only dev and test files and the split is redone anyway. Each dataset row
 is a word that has the attribute: form, lemma, UniMorph value, sentence index and word position.
-Train/dev/test are lemma-disjoint (no lowercased lemma in two splits), deterministic by seed, and
-values with fewer than ``min_examples_per_split`` examples in any split are dropped (20, as in
-Stańczak et al. 2022 and Wang et al. 2024).
+By default (``split: lemma``) train/dev/test are lemma-disjoint (no lowercased lemma in two splits),
+deterministic by seed; with ``split: ud`` each word keeps the split of its file (UD's own
+train/dev/test, as Antverg & Belinkov 2022), and a language without a train, dev or test file gets
+empty datasets with a note in its statistics rather than a split made up of other files. Values with
+fewer than ``min_examples_per_split`` examples (20, as in Stańczak et al. 2022 and Wang et al. 2024)
+or fewer than ``min_types_per_value`` distinct forms (003: 100) in any split are dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from probing.unimorph import ud_to_unimorph
 
 SPLITS: tuple[str, str, str] = ("train", "dev", "test")
 #: Bumped whenever the way datasets are built changes, so that stored datasets are rebuilt.
-DATASET_VERSION = 2
+DATASET_VERSION = 3  # 3: Case=Ins → INS, Definite=Cons → Possession PSSD (probing.unimorph)
 
 SENTENCE_SCHEMA = pa.schema(
     [
@@ -47,12 +50,21 @@ WORD_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class DataParams:
-    """What determines the word datasets (hashed into their fingerprint)."""
+    """What determines the word datasets (hashed into their fingerprint).
+
+    ``split``: "lemma" pools a language's files and splits them lemma-disjointly by
+    ``split_fractions`` (Stańczak et al. 2022, Wang et al. 2024); "ud" keeps UD's own split, read
+    from each file's name (``*-train*``, ``*-dev*``, ``*-test*``; Antverg & Belinkov 2022).
+    ``min_types_per_value``: a value is kept only with at least this many distinct word forms in
+    every split (003's code: 100, forms as written); ``min_examples_per_split`` likewise for examples.
+    """
 
     min_examples_per_split: int = 20
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_sentences_per_language: int | None = None
     seed: int = 0
+    split: str = "lemma"
+    min_types_per_value: int = 1
 
 
 @dataclass
@@ -129,15 +141,31 @@ def lemma_disjoint_split(lemmas: np.ndarray, fractions: tuple[float, float, floa
     return np.asarray(SPLITS)[split_of_lemma[inverse]]
 
 
-def frequent_values(values: np.ndarray, splits: np.ndarray, minimum: int) -> tuple[list[str], list[str]]:
-    """Values with at least ``minimum`` examples in every split (kept), and the others (dropped)."""
+def ud_file_split(path: str | Path) -> str | None:
+    """The UD split a treebank file belongs to by its name (``xx_tb-ud-dev.conllu`` → dev); None if none.
+
+    UD names its files ``<lang>_<treebank>-ud-<split>.conllu``; subsets keep the split in the name
+    (``fi_tdt-ud-train_subset.conllu``).
+    """
+    name = Path(path).name
+    found = [s for s in SPLITS if f"-{s}" in name]
+    return found[0] if len(found) == 1 else None
+
+
+def frequent_values(
+    values: np.ndarray, splits: np.ndarray, minimum: int, forms: np.ndarray | None = None, min_types: int = 1
+) -> tuple[list[str], list[str]]:
+    """Values with at least ``minimum`` examples and ``min_types`` distinct ``forms`` in every split
+    (kept), and the others (dropped). Distinct forms are counted as written, per split, as in
+    Antverg & Belinkov's code (a value with < 100 word types in any of train/dev/test is ignored).
+    """
     kept, dropped = [], []
     for value in sorted(set(values.tolist())):
         in_value = values == value
-        if all(int(np.sum(in_value & (splits == s))) >= minimum for s in SPLITS):
-            kept.append(value)
-        else:
-            dropped.append(value)
+        enough = all(int(np.sum(in_value & (splits == s))) >= minimum for s in SPLITS)
+        if forms is not None and min_types > 1:
+            enough = enough and all(len(set(forms[in_value & (splits == s)].tolist())) >= min_types for s in SPLITS)
+        (kept if enough else dropped).append(value)
     return kept, dropped
 
 
@@ -179,16 +207,37 @@ def build_language(ud_dir: Path | str, language: str, attributes: Iterable[str],
                     columns["value"].append(value)
 
     data = LanguageData(language=language, sentences=sentence_table)
+    file_splits = np.asarray([ud_file_split(s.path) for s in sentences], dtype=object)
     for attribute, columns in rows.items():
-        table, stats = _split_and_filter(language, attribute, columns, params)
+        table, stats = _split_and_filter(language, attribute, columns, params, file_splits)
         data.stats.append(stats)
         if table is not None:
             data.datasets[attribute] = table
     return data
 
 
+def assign_splits(
+    language: str, attribute: str, columns: dict[str, list], params: DataParams, file_splits: np.ndarray
+) -> np.ndarray:
+    """The split of each word: lemma-disjoint (seeded by language and attribute), or its file's UD split.
+
+    ``file_splits[i]`` is the UD split of sentence i's file; under ``split: ud`` a word of a file whose
+    name names no split gets "" and is left out of every split.
+    """
+    if params.split == "ud":
+        of_word = file_splits[np.asarray(columns["sentence_index"], dtype=np.int64)]
+        return np.asarray([s or "" for s in of_word], dtype=object).astype(str)
+    lemmas = np.asarray(columns["lemma"], dtype=object).astype(str)
+    return lemma_disjoint_split(lemmas, params.split_fractions, stable_seed(params.seed, language, attribute))
+
+
+def _missing_ud_splits(file_splits: np.ndarray) -> list[str]:
+    """The UD splits that no file of the language provides."""
+    return [s for s in SPLITS if s not in set(file_splits.tolist())]
+
+
 def _split_and_filter(
-    language: str, attribute: str, columns: dict[str, list], params: DataParams
+    language: str, attribute: str, columns: dict[str, list], params: DataParams, file_splits: np.ndarray
 ) -> tuple[pa.Table | None, dict]:
     lemmas = np.asarray(columns["lemma"], dtype=object)
     values = np.asarray(columns["value"], dtype=object)
@@ -202,17 +251,20 @@ def _split_and_filter(
     if len(values) == 0:
         stats["note"] = "attribute not annotated in this language"
         return None, stats
-    splits = lemma_disjoint_split(
-        lemmas.astype(str), params.split_fractions, stable_seed(params.seed, language, attribute)
-    )
-    kept, dropped = frequent_values(values, splits, params.min_examples_per_split)
+    splits = assign_splits(language, attribute, columns, params, file_splits)
+    forms = np.asarray(columns["form"], dtype=object)
+    kept, dropped = frequent_values(values, splits, params.min_examples_per_split, forms, params.min_types_per_value)
     stats["dropped_values"] = dropped
     stats["values"] = kept
     mask = np.isin(values, kept)
     for s in SPLITS:
         stats[f"n_{s}"] = int(np.sum(mask & (splits == s)))
-    if len(kept) < 2:
-        stats["note"] = f"fewer than 2 values with >= {params.min_examples_per_split} examples in every split"
+    missing = _missing_ud_splits(file_splits) if params.split == "ud" else []
+    if missing:
+        stats["note"] = f"split=ud: no UD {'/'.join(missing)} file (*-{missing[0]}*.conllu) for this language"
+    elif len(kept) < 2:
+        types = f" and >= {params.min_types_per_value} word types" if params.min_types_per_value > 1 else ""
+        stats["note"] = f"fewer than 2 values with >= {params.min_examples_per_split} examples{types} in every split"
     else:
         stats["note"] = ""
     idx = np.flatnonzero(mask)

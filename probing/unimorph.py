@@ -14,6 +14,14 @@ each tag belongs to one UniMorph *dimension*, which is what this project calls a
 * Several tags in one dimension form a bundle in canonical (alphabetical) order joined by ``+``:
   ``Gender=Com`` → ``FEM+MASC``; ``Case=Ine`` → ``ESS+IN``; ``Gender=Fem,Masc`` → ``FEM+MASC``.
 * UD values with no UniMorph counterpart (``Number=Coll``, ``Case=Lat``, ``Mood=Des``, ...) give no value.
+
+Where the compatibility table has been revised, this follows the UniMorph schema's tags (the
+table's first version, and the schema that paper 003's code reads): ``Case=Ins`` → ``INS`` (a later
+revision of the table writes ``INST``, which is no schema tag). ``Definite=Cons`` (construct state)
+→ ``PSSD``, a value of the Possession dimension, so it is no Definiteness value. ``Case=Add`` →
+``IN+ALL``: the table adds ``LGSPEC1``, a language-specific tag in no dimension probed here, so an
+additive word has the illative's Case value, as the table's note allows ("semantically the same as
+illative"). ``Tense=Pqp`` → ``PST`` (Tense) + ``PRF`` (Aspect), as the table (after Comrie 1976).
 """
 
 from __future__ import annotations
@@ -80,7 +88,7 @@ UD_FEATURE_TO_UNIMORPH: dict[tuple[str, str], str] = {
     ("Case", "Ben"): "BEN",
     ("Case", "Cmp"): "COMPV",
     ("Case", "Equ"): "EQTV",
-    ("Case", "Ins"): "INST",
+    ("Case", "Ins"): "INS",
     ("Case", "Ade"): "AT+ESS",
     # Tense (Imp and Pqp also feed Aspect)
     ("Tense", "Past"): "PST",
@@ -116,6 +124,7 @@ UD_FEATURE_TO_UNIMORPH: dict[tuple[str, str], str] = {
     ("Definite", "Def"): "DEF",
     ("Definite", "Ind"): "INDF",
     ("Definite", "Spec"): "SPEC",
+    ("Definite", "Cons"): "PSSD",  # construct state: Possession, not Definiteness
     # Finiteness
     ("VerbForm", "Fin"): "FIN",
     ("VerbForm", "Inf"): "NFIN",
@@ -167,7 +176,7 @@ TAG_DIMENSION: dict[str, str] = {
             "BEN",
             "COMPV",
             "EQTV",
-            "INST",
+            "INS",
         )
     },
     **{t: "Tense" for t in ("PST", "PRS", "FUT")},
@@ -179,6 +188,7 @@ TAG_DIMENSION: dict[str, str] = {
     **{t: "Voice" for t in ("ACT", "MID", "PASS", "ANTIP", "DIR", "INV", "RECP", "CAUS")},
     **{t: "Animacy" for t in ("ANIM", "INAN", "HUM", "NHUM")},
     **{t: "Polarity" for t in ("POS", "NEG")},
+    "PSSD": "Possession",
 }
 
 #: Every attribute this project can probe, POS first.
@@ -196,6 +206,7 @@ ATTRIBUTES: tuple[str, ...] = (
     "Voice",
     "Animacy",
     "Polarity",
+    "Possession",
 )
 
 

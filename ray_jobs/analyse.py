@@ -30,7 +30,7 @@ def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
     """Top-to-bottom rankings of this study's models, checkpoints, layers, languages, attributes and seeds."""
     if not store.table_files("rankings"):
         return []
-    columns = ["model", "checkpoint", "layer", "language", "attribute", "method", "seed", "ranking"]
+    columns = ["model", "checkpoint", "layer", "language", "attribute", "method", "seed", "k", "ranking"]
     keys = {(spec.name, revision) for spec, revision in checkpoints(config)}
     table = store.read("rankings", columns=columns, filter=ds.field("direction") == "ttb")
     records = sorted(table.to_pylist(), key=lambda r: tuple(str(r[c]) for c in columns[:-1]))
@@ -47,7 +47,7 @@ def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
 
 
 def rankings_fingerprint(records: list[dict]) -> str:
-    """A hash of every ranking's key and neuron order."""
+    """A hash of every ranking's key, its k (the trial's, per model) and neuron order."""
     digest = hashlib.sha256()
     for r in records:
         digest.update(
@@ -60,6 +60,7 @@ def rankings_fingerprint(records: list[dict]) -> str:
                     r["attribute"],
                     r["method"],
                     r["seed"],
+                    r["k"],
                     r["ranking"],
                 )
             ).encode()
@@ -82,17 +83,17 @@ def run_overlaps(config: StudyConfig) -> bool:
     if not records:
         print("[analyse] no rankings stored yet; nothing to analyse")
         return False
-    fp = fingerprint("overlaps", rankings_fingerprint(records), config.probing.k)
+    fp = fingerprint("overlaps", rankings_fingerprint(records))
     models = sorted({r["model"] for r in records})
     if all(store.done(store.path(t, model=m), fp) for t in OVERLAP_TABLES for m in models):
         print("[analyse] overlap tables are up to date")
         return False
     order = {(spec.name, rev): i for spec in config.models for i, rev in enumerate(model_revisions(spec))}
-    pairs, summaries = cross_lingual_rows(records, config.probing.k, order)
+    pairs, summaries = cross_lingual_rows(records, order)
     tables = {
         "overlap_pairs": with_study_wide_bh(pairs),
         "overlap_summary": summaries,
-        "method_overlaps": method_overlap_rows(records, config.probing.k),
+        "method_overlaps": method_overlap_rows(records),
         "overlap_trends": trend_rows(summaries),
     }
     for model in models:

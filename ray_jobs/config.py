@@ -12,6 +12,7 @@ import dataclasses
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,17 @@ import yaml
 from probing.datasets import DataParams
 from probing.extraction import ExtractionParams
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
+from probing.protocols import PROTOCOLS
 from probing.unimorph import ATTRIBUTES
 
 #: Ranking methods a study may ask for.
 RANKING_METHODS: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
 #: Zero-shot transfer tasks.
 TRANSFER_TASKS: tuple[str, ...] = ("pos", "xnli")
+#: How far greedy rankers order neurons: up to the study's k, or up to the k grid's maximum (paper 002).
+GREEDY_DEPTHS: tuple[str, ...] = ("k", "k_grid_max")
+#: How words are split into train/dev/test (``probing.datasets``).
+DATA_SPLITS: tuple[str, ...] = ("lemma", "ud")
 
 
 class ConfigError(ValueError):
@@ -74,18 +80,41 @@ class ProbingConfig:
     """Which rankings to compute, how to evaluate them, and the resources of one Tune trial.
 
     ``params`` maps a method to overrides of its hyperparameter dataclass (``probing.rankers``);
-    ``max_examples`` caps each split of a dataset by a seeded subsample (None: all). The rankers
-    compute on CPU, so a trial's ``num_gpus`` only reserves a GPU.
+    ``evaluation`` overrides ``probing.evaluation.EvaluationParams`` (the classifiers that score a
+    ranking); ``max_examples`` caps each split of a dataset by a seeded subsample (None: all). The
+    rankers compute on CPU, so a trial's ``num_gpus`` only reserves a GPU.
+
+    ``k_fraction`` gives k relative to each model's width d instead of ``k``: k = max(1, round(k_fraction·d)).
+    ``greedy_depth`` is how many positions greedy rankers (latent, gaussian) fill greedily: ``k``, or
+    ``k_grid_max`` (the largest k evaluated, as paper 002's code does); the rest follow by score.
     """
 
     methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
     k: int = 50
+    k_fraction: float | None = None
+    greedy_depth: str = "k"
     seeds: tuple[int, ...] = (0,)
     k_grid: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 150)
     classifiers: tuple[str, ...] = ("linear", "gaussian")
     params: dict[str, dict] = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
     max_examples: int | None = None
     resources: Resources = field(default_factory=Resources)
+
+    def k_for(self, width: int) -> int:
+        """The study's k for a model of hidden size ``width`` (``k_fraction`` of it when given)."""
+        return resolve_k(self.k, self.k_fraction, width)
+
+
+def resolve_k(k: int, k_fraction: float | None, width: int) -> int:
+    """k itself, or ``round(k_fraction · width)`` (at least 1) when a fraction is given."""
+    return k if k_fraction is None else max(1, round(k_fraction * width))
+
+
+def greedy_steps(k: int, k_grid: tuple[int, ...] | list[int], greedy_depth: str, width: int) -> int:
+    """How many positions a greedy ranker fills greedily: k, or the k grid's maximum (never below k), ≤ width."""
+    depth = max(k, *k_grid) if greedy_depth == "k_grid_max" else k
+    return min(depth, width)
 
 
 @dataclass(frozen=True)
@@ -108,7 +137,7 @@ class TransferConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A whole study."""
+    """A whole study; ``protocol`` names the preset its choices were resolved from (``probing.protocols``)."""
 
     name: str
     languages: tuple[str, ...]
@@ -117,6 +146,7 @@ class StudyConfig:
     models: tuple[ModelSpec, ...]
     ud_dir: str
     output_root: str
+    protocol: str = "default"
     data: DataParams = field(default_factory=DataParams)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
@@ -263,11 +293,14 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
             problems.append(f"probing.methods: unknown method '{method}' (known: {', '.join(RANKING_METHODS)})")
     if config.probing.k < 1:
         problems.append(f"probing.k: must be at least 1, got {config.probing.k}")
-    fractions = config.data.split_fractions
-    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        problems.append(f"data.split_fractions: expected three positive fractions summing to 1, got {list(fractions)}")
-    if config.data.min_examples_per_split < 1:
-        problems.append("data.min_examples_per_split: must be at least 1")
+    fraction = config.probing.k_fraction
+    if fraction is not None and not 0 < fraction <= 1:
+        problems.append(f"probing.k_fraction: expected a fraction of the width in (0, 1], got {fraction}")
+    if config.probing.greedy_depth not in GREEDY_DEPTHS:
+        problems.append(
+            f"probing.greedy_depth: expected one of {', '.join(GREEDY_DEPTHS)}, got {config.probing.greedy_depth!r}"
+        )
+    _check_data(config.data, problems)
     if config.extraction.dtype not in ("float32", "float16"):
         problems.append(f"extraction.dtype: expected float32 or float16, got {config.extraction.dtype!r}")
     if config.extraction.batch_tokens < 1 or config.extraction.workers < 1:
@@ -279,6 +312,7 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
     if any(k < 1 for k in config.probing.k_grid):
         problems.append(f"probing.k_grid: every k must be at least 1, got {list(config.probing.k_grid)}")
     _check_ranker_params(config, problems)
+    _check_evaluation(config, problems)
     if config.transfer is not None:
         _check_transfer(config, problems)
     if not config.models:
@@ -312,23 +346,67 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
                         f"layers: layer {layer} is beyond model '{spec.name}' ({depth} layers; "
                         f"valid 0..{depth}, 0 = embeddings)"
                     )
-            if config.probing.k > width:
+            if config.probing.k_fraction is None and config.probing.k > width:
                 problems.append(
                     f"probing.k: {config.probing.k} is larger than the hidden size {width} of model '{spec.name}'"
                 )
 
 
-def _check_ranker_params(config: StudyConfig, problems: list[str]) -> None:
-    from probing.rankers import make_ranker
+def _check_data(data: DataParams, problems: list[str]) -> None:
+    fractions = data.split_fractions
+    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        problems.append(f"data.split_fractions: expected three positive fractions summing to 1, got {list(fractions)}")
+    if data.min_examples_per_split < 1:
+        problems.append("data.min_examples_per_split: must be at least 1")
+    if data.split not in DATA_SPLITS:
+        problems.append(f"data.split: expected one of {', '.join(DATA_SPLITS)}, got {data.split!r}")
+    if data.min_types_per_value < 1:
+        problems.append(f"data.min_types_per_value: must be at least 1, got {data.min_types_per_value}")
 
+
+def _check_ranker_params(config: StudyConfig, problems: list[str]) -> None:
+    """Construct each ranker from its overrides, so that its params dataclass validates them.
+
+    A field that the study's protocol sets but that this version of the ranker lacks is named in a
+    warning rather than a problem: the presets (``probing.protocols``) are the contract the rankers
+    implement, and a trial that gets such a field fails loudly in ``make_ranker``.
+    """
+    from probing.rankers import RANKERS, make_ranker
+
+    preset = PROTOCOLS.get(config.protocol, {})
     for method, overrides in config.probing.params.items():
         if method not in config.probing.methods:
             problems.append(f"probing.params.{method}: '{method}' is not one of probing.methods")
             continue
+        known = {f.name for f in dataclasses.fields(RANKERS[method].params_type)}
+        missing = sorted(set(preset.get(method, {})) - known)
+        if missing:
+            warnings.warn(
+                f"protocol {config.protocol!r} sets probing.params.{method}.{{{', '.join(missing)}}}, "
+                f"which this version of the {method} ranker does not have; its trials will fail",
+                stacklevel=2,
+            )
         try:
-            make_ranker(method, overrides)
+            make_ranker(method, {name: v for name, v in overrides.items() if name not in missing})
         except (TypeError, ValueError) as err:
             problems.append(f"probing.params.{method}: {err}")
+
+
+def _check_evaluation(config: StudyConfig, problems: list[str]) -> None:
+    """Validate ``probing.evaluation`` by constructing ``EvaluationParams``, or by the presets' names without it."""
+    import probing.evaluation
+
+    overrides = config.probing.evaluation
+    params_type = getattr(probing.evaluation, "EvaluationParams", None)
+    if params_type is None:
+        known = {name for preset in PROTOCOLS.values() for name in preset.get("evaluation", {})}
+        for name in sorted(set(overrides) - known):
+            problems.append(f"probing.evaluation.{name}: unknown key (known: {', '.join(sorted(known))})")
+        return
+    try:
+        params_type(**overrides)
+    except (TypeError, ValueError) as err:
+        problems.append(f"probing.evaluation: {err}")
 
 
 def _check_transfer(config: StudyConfig, problems: list[str]) -> None:
@@ -372,6 +450,49 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
+#: Where each section of a preset (``probing.protocols``) goes in the study config's YAML.
+_PRESET_PLACES: dict[str, tuple[str, ...]] = {
+    "data": ("data",),
+    "probing": ("probing",),
+    "evaluation": ("probing", "evaluation"),
+    **{method: ("probing", "params", method) for method in ("latent", "gaussian", "linear")},
+}
+
+
+def _preset_yaml(protocol: str, methods: object) -> dict:
+    """A preset as config YAML: its sections at their places; ranker sections only for the study's methods."""
+    tree: dict = {}
+    for section, overrides in PROTOCOLS[protocol].items():
+        place = _PRESET_PLACES[section]
+        if place[:2] == ("probing", "params") and section not in methods:
+            continue
+        node = tree
+        for key in place[:-1]:
+            node = node.setdefault(key, {})
+        node[place[-1]] = {**node.get(place[-1], {}), **overrides}
+    return tree
+
+
+def _apply_protocol(raw: dict, problems: list[str]) -> dict:
+    """The config's YAML over its protocol's preset: an explicit setting wins, field by field."""
+    protocol = raw.get("protocol", "default")
+    if protocol not in PROTOCOLS:
+        problems.append(f"protocol: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+        return raw
+    probing = raw.get("probing")
+    methods = probing.get("methods") if isinstance(probing, dict) else None
+    if not isinstance(methods, list | tuple):
+        methods = ProbingConfig.methods
+    return _merge(_preset_yaml(protocol, methods), raw)
+
+
+def _k_given_once(raw: dict, problems: list[str]) -> None:
+    """``probing.k`` and ``probing.k_fraction`` are alternatives: a config gives at most one."""
+    probing = raw.get("probing")
+    if isinstance(probing, dict) and "k" in probing and probing.get("k_fraction") is not None:
+        problems.append("probing.k_fraction: give either probing.k or probing.k_fraction, not both")
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> object:
     """The YAML of a config, with ``extends: other.yaml`` (relative to this file) merged under it."""
     try:
@@ -401,6 +522,8 @@ def load_config(
     the file's values (a job runs in a copy of the working directory, so a resubmitted job must be
     pointed at the same absolute output root).
     ``check_models=False`` skips reading hub model configs (for offline checks of cluster configs).
+    ``protocol:`` (default, wang2024, antverg2022) sets every choice its preset in ``probing.protocols``
+    lists, under the file's own settings: a setting in the file wins over the preset, field by field.
     """
     path = Path(path)
     raw = _read_yaml(path, ())
@@ -419,6 +542,9 @@ def load_config(
             if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
                 model["id"] = _resolve(model["id"], path.parent)
     problems: list[str] = []
+    if isinstance(raw, dict):
+        raw = _apply_protocol(raw, problems)
+        _k_given_once(raw, problems)
     config = _build(StudyConfig, raw, "config", problems)
     problems = [p.replace("config.", "", 1) for p in problems]
     if config is not _INVALID:

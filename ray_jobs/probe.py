@@ -31,7 +31,7 @@ from ray_jobs.common import (
     init_ray,
     job_arguments,
 )
-from ray_jobs.config import StudyConfig
+from ray_jobs.config import StudyConfig, greedy_steps, resolve_k
 from ray_jobs.extract import activation_fingerprint
 from ray_jobs.prepare import DataFingerprints, run_prepare
 
@@ -100,9 +100,12 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                     "seed": seed,
                     "root": config.output_root,
                     "k": p.k,
+                    "k_fraction": p.k_fraction,
+                    "greedy_depth": p.greedy_depth,
                     "k_grid": list(p.k_grid),
                     "classifiers": list(p.classifiers),
                     "params": params,
+                    "evaluation": dict(p.evaluation),
                     "max_examples": p.max_examples,
                     "threads": int(p.resources.num_cpus),
                     "activation_fingerprint": act_fp,
@@ -112,10 +115,13 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                         key,
                         seed,
                         p.k,
+                        p.k_fraction,
+                        p.greedy_depth,
                         p.k_grid,
                         p.classifiers,
                         p.max_examples,
                         params,
+                        p.evaluation,
                         data_fps[language].words[attribute],
                         act_fp,
                     ),
@@ -229,8 +235,10 @@ def run_trial(spec: dict) -> dict:
         store.write(pa.Table.from_pylist([row], schema=FAILURE_SCHEMA), failure_path, spec["fingerprint"])
         return {"status": "cannot_probe", "reason": str(reason)}
     params = {**spec["params"]}
+    width = data.X_train.shape[1]
+    k = resolve_k(spec["k"], spec["k_fraction"], width)
     if method in ("latent", "gaussian"):
-        params.setdefault("k", min(spec["k"], data.X_train.shape[1]))
+        params.setdefault("k", greedy_steps(k, spec["k_grid"], spec["greedy_depth"], width))
     ranker = make_ranker(method, params, seed=trial_seed(seed, key))
     ranking = ranker.fit(data.X_train, data.y_train, data.X_dev, data.y_dev)
     rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
@@ -245,7 +253,7 @@ def run_trial(spec: dict) -> dict:
                 "direction": direction,
                 "ranking": r.order.astype(np.int32).tolist(),
                 "scores": np.asarray(r.scores, dtype=np.float64).tolist(),
-                "k": spec["k"],
+                "k": k,
                 "n_greedy": r.n_greedy,
                 "d": len(r.order),
                 "params": json.dumps(r.params, sort_keys=True, default=str),
@@ -260,7 +268,7 @@ def run_trial(spec: dict) -> dict:
     store.write(pa.Table.from_pylist(ranking_rows, schema=RANKING_SCHEMA), ranking_path, spec["fingerprint"])
     if store.fs.get_file_info(failure_path).type.name == "File":
         store.fs.delete_file(failure_path)  # a stale cannot-run marker of an earlier config
-    best = max((m["accuracy"] for m in metrics if m["direction"] == "ttb" and m["k"] <= spec["k"]), default=np.nan)
+    best = max((m["accuracy"] for m in metrics if m["direction"] == "ttb" and m["k"] <= k), default=np.nan)
     return {"status": "ok", "seconds": time.perf_counter() - began, "accuracy_at_k": best}
 
 

@@ -54,10 +54,11 @@ def _pairs(orders_by_language: dict[str, np.ndarray], method: str, k: int) -> li
             "method": method,
             "seed": 0,
             "ranking": order,
+            "k": k,
         }
         for lang, order in orders_by_language.items()
     ]
-    pairs, _ = cross_lingual_rows(records, k, {("m", "c"): 0})
+    pairs, _ = cross_lingual_rows(records, {("m", "c"): 0})
     return with_study_wide_bh(pairs)
 
 

@@ -133,3 +133,21 @@ def test_a_new_attribute_probes_only_it_and_a_new_split_reprobes_without_re_extr
     redone = probe.run_probing(resplit, sources, fps, failures)
     assert (redone.run, redone.reused) == (2 * 2 * 3, 0)  # every dataset changed, so every trial reruns
     assert not failures.rows
+
+
+def test_k_fraction_and_greedy_depth_reach_the_trial_and_its_stored_row(swept):
+    """k = round(0.25 · 32) = 8 stored per ranking; k_grid_max orders greedily up to the grid's maximum (30)."""
+    config, sources, data_fps, _, _ = swept
+    probing = dataclasses.replace(config.probing, k_fraction=0.25, greedy_depth="k_grid_max")
+    changed = dataclasses.replace(config, probing=probing)
+    spec = next(
+        s
+        for s in probe.trial_specs(changed, sources, data_fps)
+        if s["key"]["language"] == "en" and s["key"]["attribute"] == "Number" and s["key"]["method"] == "gaussian"
+    )
+    assert probe.run_trial(spec)["status"] == "ok"
+    rows = pq.read_table(Store(config.output_root).path("rankings", part="seed-0", **spec["key"])).to_pylist()
+    assert {(r["direction"], r["k"], r["n_greedy"]) for r in rows} == {
+        ("ttb", 8, 30),
+        ("btt", 8, 0),
+    }  # a reverse is not greedy

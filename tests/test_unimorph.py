@@ -32,6 +32,11 @@ from probing.unimorph import ATTRIBUTES, TAG_DIMENSION, UD_FEATURE_TO_UNIMORPH, 
         ("PUNCT", {"PunctType": "Peri"}, {}),
         ("NOUN", {"Number": "Coll"}, {"POS": "N"}),
         ("VERB", {"VerbForm": "Part"}, {"POS": "V"}),
+        # the points where the compatibility table was revised or adds a tag outside the probed dimensions
+        ("NOUN", {"Case": "Ins", "Number": "Sing"}, {"POS": "N", "Case": "INS", "Number": "SG"}),
+        ("NOUN", {"Case": "Add"}, {"POS": "N", "Case": "ALL+IN"}),
+        ("NOUN", {"Definite": "Cons"}, {"POS": "N", "Possession": "PSSD"}),
+        ("NOUN", {"Definite": "Def"}, {"POS": "N", "Definiteness": "DEF"}),
     ],
 )
 def test_known_pairs(upos, feats, expected):
@@ -46,3 +51,7 @@ def test_every_mapped_tag_has_a_dimension_that_is_a_known_attribute():
 
 def test_bundle_order_is_canonical_whatever_the_ud_order():
     assert ud_to_unimorph("ADJ", {"Gender": "Fem,Masc"}) == ud_to_unimorph("ADJ", {"Gender": "Masc,Fem"})
+
+
+def test_additive_shares_the_illatives_case_value_as_the_table_allows():
+    assert ud_to_unimorph("NOUN", {"Case": "Add"})["Case"] == ud_to_unimorph("NOUN", {"Case": "Ill"})["Case"]
