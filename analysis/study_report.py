@@ -155,8 +155,8 @@ def _findings(con: duckdb.DuckDBPyConnection, study: dict, views: set[str]) -> S
                 )
             )
     if "probe_metrics" in views:
-        k_grid = sorted({r[0] for r in con.execute("SELECT DISTINCT k FROM probe_metrics").fetchall()})
-        small = [k for k in k_grid if k <= study["k"]] or k_grid[:1]
+        at = _evaluated_k(con, study["k"])
+        small = sorted(r[0] for r in con.execute(f"SELECT DISTINCT k FROM probe_metrics WHERE k <= {at}").fetchall())
         metrics = _records(
             con,
             "SELECT model, checkpoint, layer, language, attribute, classifier, seed, k, method, direction, accuracy "
@@ -339,8 +339,14 @@ def _heatmaps(con: duckdb.DuckDBPyConnection, out_dir: Path, study: dict) -> Sec
     return section
 
 
+def _evaluated_k(con: duckdb.DuckDBPyConnection, k: int) -> int:
+    """The largest k of the evaluation grid that is at most the study's k (the smallest grid k if none is)."""
+    grid = sorted(r[0] for r in con.execute("SELECT DISTINCT k FROM probe_metrics").fetchall())
+    return max((g for g in grid if g <= k), default=grid[0])
+
+
 def _probing_section(con: duckdb.DuckDBPyConnection, out_dir: Path, study: dict) -> Section:
-    k = study["k"]
+    k = _evaluated_k(con, study["k"])
     section = Section(
         "Probing: ranking quality apart from probe quality",
         paragraphs=[

@@ -146,6 +146,17 @@ def report_path(config: StudyConfig) -> Path:
     return Store(config.output_root).local_dir() / "report" / "index.html"
 
 
+def study_k(config: StudyConfig, con: duckdb.DuckDBPyConnection) -> int:
+    """The overlap k of the study: the config's k, or with ``k_fraction`` the k most rankings were stored with."""
+    if config.probing.k_fraction is None:
+        return config.probing.k
+    try:
+        row = con.execute("SELECT k FROM rankings GROUP BY k ORDER BY count(*) DESC, k LIMIT 1").fetchone()
+    except duckdb.Error:  # no rankings stored yet
+        row = None
+    return int(row[0]) if row else config.probing.k
+
+
 def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
     """Recreate the DuckDB views and write the HTML report; return the report's path."""
     store = Store(config.output_root)
@@ -158,9 +169,10 @@ def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
             f"[report] results.duckdb not written: DuckDB could not read {store.uri(store.base)} "
             f"({str(err).splitlines()[0]}); it needs its httpfs extension and credentials for the store"
         )
+    con = open_results(config.output_root)
     study = {
         "name": config.name,
-        "k": config.probing.k,
+        "k": study_k(config, con),
         "methods": list(config.probing.methods),
         "languages": list(config.languages),
         "attributes": list(config.attributes),
@@ -168,7 +180,7 @@ def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
         "checkpoints": {spec.name: list(model_revisions(spec)) for spec in config.models},
         "stages": stages or [],
     }
-    return str(build_report(open_results(config.output_root), report_path(config).parent, study))
+    return str(build_report(con, report_path(config).parent, study))
 
 
 def main(argv: list[str] | None = None) -> int:
