@@ -35,9 +35,10 @@ STATS_SCHEMA = pa.schema(
 class DataFingerprints:
     """What a language's tables depend on, kept apart so that a change redoes only what it affects.
 
-    ``sentences``: the treebank files' contents, DATASET_VERSION (how text and spans are read), the sentence cap and the seed (activations depend on
-    it). ``words[attribute]``: that plus the split parameters and the attribute (probe trials depend on
-    it; each attribute's split is seeded by itself). ``stats``: all of it (the language's completion marker).
+    ``sentences``: the treebank files' contents, DATASET_VERSION (how text and spans are read), the
+    sentence cap and the seed (activations depend on it). ``words[attribute]``: that plus the split
+    parameters and the attribute (probe trials depend on it; each attribute's split is seeded by
+    itself). ``stats``: all of it (the language's completion marker).
     """
 
     sentences: str
