@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from probing.conllu_io import CoNLLUError, Sentence, Token, read_conllu
+from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_conllu
 from probing.unimorph import ud_to_unimorph
 
 SPLITS: tuple[str, str, str] = ("train", "dev", "test")
@@ -156,6 +156,12 @@ def sentence_rows(sentences: list[Sentence], index: np.ndarray) -> pa.Table:
         },
         schema=SENTENCE_SCHEMA,
     )
+
+
+def surface_texts(table: pa.Table | pa.RecordBatch) -> list[SurfaceText]:
+    """What extraction reads, per row of a sentence table: the text and each word's token span."""
+    columns = (table.column(c).to_pylist() for c in ("text", "char_start", "char_end"))
+    return [SurfaceText(t, tuple(a), tuple(b)) for t, a, b in zip(*columns, strict=True)]
 
 
 def token_values(sentence: Sentence, token: Token) -> dict[str, tuple[int, str]]:

@@ -157,13 +157,12 @@ def _pending_units(
 
 def _sentence_chunks(store: Store, language: str):
     """Stream a language's sentence table in chunks of CHUNK_SENTENCES, as (indices, `SurfaceText`s)."""
-    from probing.conllu_io import SurfaceText
+    from probing.datasets import surface_texts
 
     columns = ["sentence_index", "text", "char_start", "char_end"]
     with store.fs.open_input_file(store.path("sentences", language=language)) as handle:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_SENTENCES, columns=columns):
-            texts = zip(*(batch.column(c).to_pylist() for c in columns[1:]), strict=True)
-            yield batch.column("sentence_index").to_numpy(), [SurfaceText(t, tuple(a), tuple(b)) for t, a, b in texts]
+            yield batch.column("sentence_index").to_numpy(), surface_texts(batch)
 
 
 def _count_sentences(store: Store, language: str) -> int:
