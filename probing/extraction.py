@@ -1,4 +1,4 @@
-"""Per-word activations from a transformers model: load, tokenize pre-split words, forward, pool.
+"""Per-word activations from a transformers model: load, tokenize running text, forward, pool.
 
 Layer convention (``LAYER_CONVENTION``, the one statement of it): layer 0 is the embedding output
 (``hidden_states[0]``; for BLOOM after its embedding layer norm) and layer L (1..n) is the output of
@@ -6,10 +6,16 @@ transformer block L (``hidden_states[L]``); for BLOOM the last one, L = n_layer,
 layer norm, as in transformers. Wang et al. (2024) count differently: their code reads
 ``hidden_states[L − 1]`` for "layer L of 25" (1-based), so their layers 13 and 17 are 12 and 16 here.
 
-A word's vector is the mean of its sub-word vectors (Vulić et al. 2020). Pre-split words are
-tokenized with a space before every word after the first, so that byte-level BPE tokenizers (BLOOM,
-GPT-2) produce the same sub-words as on running text; whitespace-splitting tokenizers (BERT)
-ignore that space. Sentences longer than the model's limit are dropped and counted.
+The model reads each sentence's surface text (`probing.conllu_io.SurfaceText`: UD's ``# text``,
+multi-word tokens as written, spaces as ``SpaceAfter`` says), tokenized as one string by the fast
+tokenizer, whose character offsets map sub-words back to the text. A syntactic word's sub-words are
+those whose offsets overlap the span of the surface token that carries it, and its vector is their
+mean (Vulić et al. 2020). So the parts of a multi-word token (Portuguese "do" = de + o) both get
+the vector of the whole token "do", all its sub-words; `probing.datasets` makes such a token one
+row, never two. A sub-word that straddles two tokens (byte-level BPE may merge across a
+``SpaceAfter=No`` boundary, e.g. two Chinese words) counts in both; special tokens and sub-words
+that overlap no token (a lone space) count in none. Sentences longer than the model's limit are
+dropped and counted.
 """
 
 from __future__ import annotations
@@ -22,8 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probing.conllu_io import SurfaceText
+
 #: How layers are numbered, as printed in the study report (see the module docstring).
 LAYER_CONVENTION = "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
+#: Bumped whenever what a word's vector is changes, so that stored activations are recomputed.
+EXTRACTION_VERSION = 2
+
 #: Length limit for models with no position table (BLOOM uses ALiBi): its training length.
 DEFAULT_MAX_LENGTH = 2048
 
@@ -111,7 +122,12 @@ def load_model(
 
 
 def encode_words(tokenizer: object, sentences: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int]]]:
-    """Token ids and, per token, the index of its word (-1 for special tokens) for each sentence."""
+    """Token ids and, per token, the index of its word (-1 for special tokens), for pre-split words.
+
+    Each word after the first gets a leading space, so that byte-level BPE sub-words match
+    space-separated text. Used where labels are per syntactic word (POS transfer); activations
+    are computed from the surface text (`encode_text`).
+    """
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
@@ -120,12 +136,60 @@ def encode_words(tokenizer: object, sentences: Sequence[Sequence[str]]) -> list[
     return [(enc.ids, [-1 if w is None else w for w in enc.word_ids]) for enc in encodings]
 
 
-def pool_words(hidden: torch.Tensor, word_index: torch.Tensor, n_words: int) -> torch.Tensor:
-    """Mean of sub-word vectors per word: ``hidden`` (T, d), ``word_index`` (T,) into 0..n_words-1 or -1."""
-    keep = word_index >= 0
+@dataclass(frozen=True)
+class EncodedText:
+    """One tokenized sentence: its ids, and the (sub-word, word) pairs that say which sub-words
+    make up each word (``subword[i]`` belongs to ``word[i]``)."""
+
+    ids: list[int]
+    subword: np.ndarray
+    word: np.ndarray
+
+
+def subword_word_pairs(
+    offsets: np.ndarray, special: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (sub-word, word) where the sub-word's character span overlaps the word's token span.
+
+    ``offsets`` (T, 2) are the sub-words' [start, end) offsets in the text, ``special`` (T,) marks
+    special tokens, ``starts``/``ends`` (W,) the words' spans, non-decreasing. Spans [s, e) and
+    [a, b) overlap when s < b and a < e; the words a sub-word overlaps are a contiguous run
+    ``lo <= w < hi`` found by two binary searches.
+    """
+    s, e = offsets[:, 0], offsets[:, 1]
+    real = (special == 0) & (e > s)
+    lo = np.searchsorted(ends, s, side="right")
+    hi = np.searchsorted(starts, e, side="left")
+    count = np.where(real, np.maximum(hi - lo, 0), 0)
+    subword = np.repeat(np.arange(len(offsets)), count)
+    first = np.repeat(lo - (np.cumsum(count) - count), count)
+    return subword, first + np.arange(len(subword))
+
+
+def encode_text(tokenizer: object, sentences: Sequence[SurfaceText]) -> list[EncodedText]:
+    """Tokenize each sentence's surface text (special tokens added) and map sub-words to its words."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    encodings = backend.encode_batch([s.text for s in sentences], add_special_tokens=True)
+    encoded = []
+    for enc, sentence in zip(encodings, sentences, strict=True):
+        subword, word = subword_word_pairs(
+            np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2),
+            np.asarray(enc.special_tokens_mask, dtype=np.int64),
+            np.asarray(sentence.starts, dtype=np.int64),
+            np.asarray(sentence.ends, dtype=np.int64),
+        )
+        encoded.append(EncodedText(enc.ids, subword, word))
+    return encoded
+
+
+def pool_words(hidden: torch.Tensor, subword: torch.Tensor, word: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Mean of sub-word vectors per word: ``hidden`` (T, d); pair i puts row ``subword[i]`` into word
+    ``word[i]`` (0..n_words-1). A word with no sub-word gets a zero vector."""
     sums = torch.zeros(n_words, hidden.shape[-1], dtype=torch.float32, device=hidden.device)
-    sums.index_add_(0, word_index[keep], hidden[keep].float())
-    counts = torch.bincount(word_index[keep], minlength=n_words).clamp(min=1).unsqueeze(1)
+    sums.index_add_(0, word, hidden[subword].float())
+    counts = torch.bincount(word, minlength=n_words).clamp(min=1).unsqueeze(1)
     return sums / counts
 
 
@@ -160,7 +224,7 @@ class BatchResult:
 
 
 class WordActivationExtractor:
-    """Runs pre-split sentences through a loaded model and pools one vector per word per layer."""
+    """Runs surface texts through a loaded model and pools one vector per syntactic word per layer."""
 
     def __init__(
         self, loaded: LoadedModel, layers: Sequence[int], max_length: int | None = None, batch_tokens: int = 8192
@@ -189,43 +253,38 @@ class WordActivationExtractor:
         )
         return out.hidden_states
 
-    def _pool_batch(
-        self, encoded: Sequence[tuple[list[int], list[int]]], n_words: Sequence[int]
-    ) -> dict[int, torch.Tensor]:
-        """Word vectors of a batch of encoded sentences, words concatenated in batch order.
-
-        A word that the tokenizer maps to no sub-word at all gets a zero vector.
-        """
-        hidden_states = self.forward([ids for ids, _ in encoded])
+    def _pool_batch(self, encoded: Sequence[EncodedText], n_words: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Word vectors of a batch of encoded sentences, words concatenated in batch order."""
+        hidden_states = self.forward([e.ids for e in encoded])
         length = hidden_states[0].shape[1]
         offsets = np.cumsum([0, *n_words])
-        flat_index = torch.full((len(encoded), length), -1, dtype=torch.long)
-        for row, (_, word_ids) in enumerate(encoded):
-            w = torch.tensor(word_ids, dtype=torch.long)
-            flat_index[row, : len(w)] = torch.where(w >= 0, w + int(offsets[row]), -1)
-        flat_index = flat_index.reshape(-1).to(self.loaded.device)
+        device = self.loaded.device
+        subword = torch.from_numpy(np.concatenate([e.subword + row * length for row, e in enumerate(encoded)]))
+        word = torch.from_numpy(np.concatenate([e.word + offsets[row] for row, e in enumerate(encoded)]))
+        subword, word = subword.to(device), word.to(device)
         return {
             layer: pool_words(
-                hidden_states[layer].reshape(-1, hidden_states[layer].shape[-1]), flat_index, int(offsets[-1])
+                hidden_states[layer].reshape(-1, hidden_states[layer].shape[-1]), subword, word, int(offsets[-1])
             )
             for layer in self.layers
         }
 
-    def extract(self, sentences: Sequence[Sequence[str]]) -> BatchResult:
+    def extract(self, sentences: Sequence[SurfaceText]) -> BatchResult:
         """Word vectors (float32) per layer for all words of the kept sentences, in input order."""
-        encoded = encode_words(self.loaded.tokenizer, sentences)
-        kept = [i for i, (ids, _) in enumerate(encoded) if len(ids) <= self.max_length]
+        encoded = encode_text(self.loaded.tokenizer, sentences)
+        n_words = [len(s.starts) for s in sentences]
+        kept = [i for i, e in enumerate(encoded) if len(e.ids) <= self.max_length]
         dropped = sorted(set(range(len(encoded))) - set(kept))
-        starts = np.cumsum([0, *(len(sentences[i]) for i in kept)])
+        starts = np.cumsum([0, *(n_words[i] for i in kept)])
         start_of = dict(zip(kept, starts[:-1].tolist(), strict=True))
         vectors = {layer: np.zeros((int(starts[-1]), self.loaded.hidden_size), np.float32) for layer in self.layers}
-        for batch in token_budget_batches([len(encoded[i][0]) for i in kept], self.batch_tokens):
+        for batch in token_budget_batches([len(encoded[i].ids) for i in kept], self.batch_tokens):
             members = [kept[j] for j in batch]
-            pooled = self._pool_batch([encoded[i] for i in members], [len(sentences[i]) for i in members])
+            pooled = self._pool_batch([encoded[i] for i in members], [n_words[i] for i in members])
             cursor = 0
             for i in members:
-                n = len(sentences[i])
+                n = n_words[i]
                 for layer in self.layers:
                     vectors[layer][start_of[i] : start_of[i] + n] = pooled[layer][cursor : cursor + n].cpu().numpy()
                 cursor += n
-        return BatchResult(vectors, kept, dropped, sum(len(encoded[i][0]) for i in kept))
+        return BatchResult(vectors, kept, dropped, sum(len(encoded[i].ids) for i in kept))

@@ -2,7 +2,9 @@
 
 No model hub is reachable offline, so a study can train its own model to probe: a byte-level BPE
 tokenizer trained with ``tokenizers`` and a BLOOM model trained on the UD sentences of the study's
-languages, which include the probing sentences (as UD text is part of real LMs' web corpora).
+languages, which include the probing sentences (as UD text is part of real LMs' web corpora). The
+training text is each sentence's surface text (`probing.conllu_io.Sentence.text`: UD's ``# text``
+line, multi-word tokens as written), the same text that extraction feeds the model.
 Checkpoints are saved at log-spaced steps (plus step 0, the random initialisation) as ordinary
 Hugging Face model directories ``<run_dir>/step-NNNNNN``; `probing.extraction.resolve_model` loads
 them as revisions of ``<run_dir>``, exactly as it loads ``bigscience/bloom-560m-intermediate``.

@@ -63,8 +63,12 @@ def activation_schema(hidden_size: int, dtype: str) -> pa.Schema:
 
 
 def activation_fingerprint(config: StudyConfig, source: str, revision: str, layer: int, sentences_fp: str) -> str:
-    """What one activation partition depends on."""
-    return fingerprint("activations", source, revision, layer, config.extraction.params, sentences_fp)
+    """What one activation partition depends on (the sentences' fingerprint carries DATASET_VERSION)."""
+    from probing.extraction import EXTRACTION_VERSION
+
+    return fingerprint(
+        "activations", EXTRACTION_VERSION, source, revision, layer, config.extraction.params, sentences_fp
+    )
 
 
 class CheckpointWorker:
@@ -91,11 +95,11 @@ class CheckpointWorker:
         self.counts = {"sentences": 0, "dropped_sentences": 0, "words": 0, "dropped_words": 0, "tokens": 0}
         self.began = time.perf_counter()
 
-    def process(self, sentence_index: np.ndarray, words: list[list[str]]) -> int:
-        """Extract and write one chunk of sentences; return how many sentences it held."""
-        result = self.extractor.extract(words)
+    def process(self, sentence_index: np.ndarray, sentences: list) -> int:
+        """Extract and write one chunk of sentences (`SurfaceText`); return how many it held."""
+        result = self.extractor.extract(sentences)
         kept_index = sentence_index[result.kept]
-        lengths = np.asarray([len(words[i]) for i in result.kept], dtype=np.int64)
+        lengths = np.asarray([len(sentences[i].starts) for i in result.kept], dtype=np.int64)
         keys = pa.array(np.repeat(kept_index, lengths).astype(np.int32))
         positions = pa.array(
             np.concatenate([np.arange(n) for n in lengths]).astype(np.int32) if len(lengths) else np.zeros(0, np.int32)
@@ -108,9 +112,9 @@ class CheckpointWorker:
         self.counts["sentences"] += len(result.kept)
         self.counts["dropped_sentences"] += len(result.dropped)
         self.counts["words"] += int(lengths.sum())
-        self.counts["dropped_words"] += sum(len(words[i]) for i in result.dropped)
+        self.counts["dropped_words"] += sum(len(sentences[i].starts) for i in result.dropped)
         self.counts["tokens"] += result.n_tokens
-        return len(words)
+        return len(sentences)
 
     def abort(self) -> None:
         """Drop the hidden files of a language that failed part-way."""
@@ -152,10 +156,13 @@ def _pending_units(
 
 
 def _sentence_chunks(store: Store, language: str):
-    """Stream a language's sentence table in chunks of CHUNK_SENTENCES."""
+    """Stream a language's sentence table in chunks of CHUNK_SENTENCES, as (indices, `SurfaceText`s)."""
+    from probing.datasets import surface_texts
+
+    columns = ["sentence_index", "text", "char_start", "char_end"]
     with store.fs.open_input_file(store.path("sentences", language=language)) as handle:
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_SENTENCES):
-            yield batch.column("sentence_index").to_numpy(), batch.column("words").to_pylist()
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_SENTENCES, columns=columns):
+            yield batch.column("sentence_index").to_numpy(), surface_texts(batch)
 
 
 def _count_sentences(store: Store, language: str) -> int:
@@ -203,8 +210,8 @@ def run_extraction(
                 try:
                     ray.get(actor.begin.remote(paths, fps))
                     in_flight: deque = deque()
-                    for index, words in _sentence_chunks(store, language):
-                        in_flight.append(actor.process.remote(index, words))
+                    for index, sentences in _sentence_chunks(store, language):
+                        in_flight.append(actor.process.remote(index, sentences))
                         if len(in_flight) >= IN_FLIGHT:
                             n = ray.get(in_flight.popleft())
                             with lock:

@@ -35,9 +35,10 @@ STATS_SCHEMA = pa.schema(
 class DataFingerprints:
     """What a language's tables depend on, kept apart so that a change redoes only what it affects.
 
-    ``sentences``: the treebank files' contents, the sentence cap and the seed (activations depend on
-    it). ``words[attribute]``: that plus the split parameters and the attribute (probe trials depend on
-    it; each attribute's split is seeded by itself). ``stats``: all of it (the language's completion marker).
+    ``sentences``: the treebank files' contents, DATASET_VERSION (how text and spans are read), the
+    sentence cap and the seed (activations depend on it). ``words[attribute]``: that plus the split
+    parameters and the attribute (probe trials depend on it; each attribute's split is seeded by
+    itself). ``stats``: all of it (the language's completion marker).
     """
 
     sentences: str
@@ -49,7 +50,7 @@ def data_fingerprints(config: StudyConfig, language: str) -> DataFingerprints:
     """Fingerprints of a language's sentences, each attribute's words, and its dataset statistics."""
     data = config.data
     sentences = fingerprint(
-        "sentences", data.max_sentences_per_language, data.seed, ud_signature(config.ud_dir, language)
+        "sentences", DATASET_VERSION, data.max_sentences_per_language, data.seed, ud_signature(config.ud_dir, language)
     )
     words = {a: fingerprint("words", DATASET_VERSION, data, a, sentences) for a in config.attributes}
     return DataFingerprints(sentences, words, fingerprint("data", sorted(words.items())))

@@ -29,16 +29,115 @@ def test_word_counts_match_the_manifest_of_real_treebanks(ud_dir):
         assert sum(len(s.words) for s in sentences) == int(row["tokens"]), row["file"]
 
 
-def test_multiword_ranges_and_empty_nodes_are_skipped(tmp_path):
+MWT = (
+    "1-2\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t3\tcase\t_\t_\n"
+    "2\tel\tel\tDET\t_\tGender=Masc\t3\tdet\t_\t_\n2.1\tx\tx\tNOUN\t_\t_\t_\t_\t_\t_\n"
+    "3\tcoche\tcoche\tNOUN\t_\tNumber=Sing\t0\troot\t_\tSpaceAfter=No\n"
+    "4\t.\t.\tPUNCT\t_\t_\t3\tpunct\t_\t_\n\n"
+)
+
+
+def test_multiword_tokens_are_kept_as_written_and_carry_their_parts(tmp_path):
+    [sentence] = read_conllu(write(tmp_path, MWT))
+    assert [w.form for w in sentence.words] == ["de", "el", "coche", "."]  # empty node 2.1 skipped
+    assert sentence.words[1].feats == {"Gender": "Masc"}
+    assert sentence.text == "del coche."  # no '# text': rebuilt from surface forms and SpaceAfter
+    assert [(t.form, t.start, t.end, t.words) for t in sentence.tokens] == [
+        ("del", 0, 3, (0, 1)),
+        ("coche", 4, 9, (2,)),
+        (".", 9, 10, (3,)),
+    ]
+    assert [w.token for w in sentence.words] == [0, 0, 1, 2]
+    assert sentence.surface.starts == (0, 0, 4, 9) and sentence.surface.ends == (3, 3, 9, 10)
+
+
+def test_spaces_after_is_decoded_when_the_text_is_rebuilt(tmp_path):
     text = (
-        "1-2\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t3\tcase\t_\t_\n"
-        "2\tel\tel\tDET\t_\tGender=Masc\t3\tdet\t_\t_\n2.1\tx\tx\tNOUN\t_\t_\t_\t_\t_\t_\n"
-        "3\tcoche\tcoche\tNOUN\t_\tNumber=Sing\t0\troot\t_\t_\n\n"
+        "1\tA\ta\tX\t_\t_\t0\troot\t_\tSpacesAfter=\\s\\s\n"
+        "2\tB\tb\tX\t_\t_\t1\tdep\t_\tSpacesAfter=\\u00A0\n3\tC\tc\tX\t_\t_\t1\tdep\t_\t_\n\n"
     )
     [sentence] = read_conllu(write(tmp_path, text))
-    assert [w.form for w in sentence.words] == ["de", "el", "coche"]
-    assert sentence.words[1].feats == {"Gender": "Masc"}
-    assert sentence.text == "de el coche"  # no '# text' comment: words joined by spaces
+    assert sentence.text == "A  B\u00a0C"
+    assert [(t.start, t.end) for t in sentence.tokens] == [(0, 1), (3, 4), (5, 6)]
+
+
+def _raw_texts(path: Path) -> list[str]:
+    """The '# text' lines of a file, read without the parser."""
+    prefix = "# text = "
+    with open(path, encoding="utf-8") as handle:
+        return [line[len(prefix) :].rstrip("\n") for line in handle if line.startswith(prefix)]
+
+
+@pytest.mark.parametrize("language", ["pt", "fr", "ca", "zh"])
+def test_real_text_is_the_text_line_and_every_token_sits_at_its_span(ud_dir, language):
+    for path in sorted((ud_dir / language).glob("*.conllu")):
+        sentences = list(read_conllu(path))
+        assert [s.text for s in sentences] == [t.strip() for t in _raw_texts(path)], path
+        for sentence in sentences:
+            assert all(sentence.text[t.start : t.end] == t.form for t in sentence.tokens)
+            assert [i for t in sentence.tokens for i in t.words] == list(range(len(sentence.words)))
+    if language != "zh":  # pt "do", fr "du", ca "del": multi-word tokens exist and are kept
+        assert any(len(t.words) > 1 for s in sentences for t in s.tokens)
+    else:  # Chinese: words follow each other without spaces (SpaceAfter=No)
+        assert sum(" " in s.text for s in sentences) < len(sentences) / 10
+
+
+BAD_SURFACE = [
+    # a range that does not start at the next word
+    ("2-3\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t0\troot\t_\t_\n\n", 1, "ID", "range 1-N"),
+    # a range whose parts stop before its end
+    (
+        "1-3\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t0\troot\t_\t_\n2\tel\tel\tDET\t_\t_\t1\tdet\t_\t_\n\n",
+        1,
+        "ID",
+        "words 1..3 all follow it",
+    ),
+    # a word id that skips one inside a range
+    (
+        "1-2\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t0\troot\t_\t_\n3\tel\tel\tDET\t_\t_\t1\tdet\t_\t_\n\n",
+        3,
+        "ID",
+        "word id 2",
+    ),
+    # a form that is not what the text says
+    (
+        "# text = The dogs\n1\tThe\tthe\tDET\t_\t_\t2\tdet\t_\t_\n2\tcats\tcat\tNOUN\t_\t_\t0\troot\t_\t_\n\n",
+        3,
+        "FORM",
+        "continue the sentence text at character 4",
+    ),
+    # SpaceAfter=No where the text has a space
+    (
+        "# text = The cats\n1\tThe\tthe\tDET\t_\t_\t2\tdet\t_\tSpaceAfter=No\n"
+        "2\tcats\tcat\tNOUN\t_\t_\t0\troot\t_\t_\n\n",
+        2,
+        "MISC",
+        "no space after a token marked SpaceAfter=No",
+    ),
+    # no SpaceAfter=No where the text has no space
+    (
+        "# text = Thecats\n1\tThe\tthe\tDET\t_\t_\t2\tdet\t_\t_\n2\tcats\tcat\tNOUN\t_\t_\t0\troot\t_\t_\n\n",
+        2,
+        "MISC",
+        "SpaceAfter=No",
+    ),
+    # text longer than its tokens
+    (
+        "# text = The cats sat\n1\tThe\tthe\tDET\t_\t_\t2\tdet\t_\t_\n2\tcats\tcat\tNOUN\t_\t_\t0\troot\t_\t_\n\n",
+        1,
+        "# text",
+        "end with the last token",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field", "expected_words"), BAD_SURFACE)
+def test_surface_disagreements_name_file_line_and_field(tmp_path, text, line, field, expected_words):
+    path = write(tmp_path, text)
+    with pytest.raises(CoNLLUError) as err:
+        list(read_conllu(path))
+    assert err.value.line == line and err.value.field == field, str(err.value)
+    assert f"{path}:{line}" in str(err.value) and expected_words in str(err.value)
 
 
 def test_good_file_keeps_ids_text_and_lemmas(tmp_path):

@@ -63,10 +63,11 @@ def test_real_language_pools_all_files_and_respects_thresholds(ud_dir):
         assert group["split"].nunique() == 1
     stats = {s["attribute"]: s for s in data.stats}
     assert stats["Number"]["n_train"] + stats["Number"]["n_dev"] + stats["Number"]["n_test"] == len(number)
-    # a word's key points back at the sentence table
-    row = number.iloc[0]
-    words = data.sentences.to_pandas().set_index("sentence_index").loc[row["sentence_index"], "words"]
-    assert words[row["position"]] == row["form"]
+    # a row's key points back at the sentence table: its form is the surface token at the word's span
+    table = data.sentences.to_pandas().set_index("sentence_index")
+    for row in number.itertuples():
+        sentence = table.loc[row.sentence_index]
+        assert sentence["text"][sentence["char_start"][row.position] : sentence["char_end"][row.position]] == row.form
 
 
 def test_sentence_cap_is_a_seeded_sample(ud_dir):
@@ -82,3 +83,26 @@ def test_missing_language_folder_is_a_clear_error(tmp_path):
     (tmp_path / "yy").mkdir()
     with pytest.raises(CoNLLUError, match=r"at least one \*\.conllu file"):
         treebank_files(tmp_path, "yy")
+
+
+def test_a_multiword_token_is_one_row_with_the_features_only_one_part_has(ud_dir):
+    """Portuguese "do" = de (ADP) + o (DET, Masc, Sing): one Gender and one Number row, from "o"; no POS row."""
+    params = DataParams(min_examples_per_split=1)
+    data = build_language(ud_dir, "pt", ["Gender", "Number", "POS"], params)
+    sentences = data.sentences.to_pandas().set_index("sentence_index")
+    for attribute, table in data.datasets.items():
+        frame = table.to_pandas()
+        spans = [
+            (r.sentence_index, sentences.loc[r.sentence_index, "char_start"][r.position]) for r in frame.itertuples()
+        ]
+        assert len(set(spans)) == len(spans), f"{attribute}: a surface token is two rows"
+    gender = data.datasets["Gender"].to_pandas()
+    do = gender[gender["form"] == "do"]
+    assert len(do) > 100 and set(do["value"]) == {"MASC"} and set(do["lemma"]) == {"o"}
+    for r in do.head(50).itertuples():
+        assert sentences.loc[r.sentence_index, "words"][r.position] == "o"  # the part that carries Gender
+    number = data.datasets["Number"].to_pandas()
+    assert set(number[number["form"] == "dos"]["value"]) == {"PL"}
+    pos = data.datasets["POS"].to_pandas()
+    assert not pos["form"].isin(["do", "da", "dos", "no", "na", "ao"]).any()  # ADP + DET: two values, no row
+    assert "ADP" in set(pos[pos["form"] == "de"]["value"])  # the single-word "de" is still a POS row

@@ -1,87 +1,201 @@
-"""Activation extraction: sub-word alignment, mean pooling, layer convention, length limits."""
+"""Activation extraction: surface text in, sub-words mapped by offsets, mean pooling, layer convention, limits."""
+
+from itertools import islice
 
 import numpy as np
 import pytest
 import torch
 
-from probing.datasets import read_language
+from probing.conllu_io import SurfaceText, read_conllu
 from probing.extraction import (
     LAYER_CONVENTION,
     WordActivationExtractor,
+    encode_text,
     encode_words,
     load_model,
     model_max_length,
     resolve_model,
+    subword_word_pairs,
     token_budget_batches,
 )
 
+LANGUAGES = ("pt", "fr", "ca", "zh")
+
 
 @pytest.fixture(scope="module")
-def sentences(ud_dir):
-    from itertools import islice
+def real(ud_dir):
+    """Per language: (path of its dev file, 5 sentences; for pt/fr/ca ones with a multi-word token)."""
+    chosen = {}
+    for language in LANGUAGES:
+        [path] = sorted((ud_dir / language).glob("*-dev.conllu"))
+        sentences = (s for s in read_conllu(path) if language == "zh" or any(len(t.words) > 1 for t in s.tokens))
+        chosen[language] = (path, list(islice(sentences, 5)))
+    return chosen
 
-    return [[w.form for w in s.words] for s in islice(read_language(ud_dir, "fr"), 12)]
+
+@pytest.fixture(scope="module")
+def models(tiny_bloom_dir, tiny_bert_dir):
+    return {"bloom": load_model(str(tiny_bloom_dir), "step-b"), "bert": load_model(str(tiny_bert_dir))}
 
 
-def test_byte_level_bpe_words_tokenize_as_running_text(tiny_bloom_dir, sentences):
-    loaded = load_model(str(tiny_bloom_dir), "step-a")
-    tok = loaded.tokenizer
-    for words in sentences:
+@pytest.fixture(scope="module")
+def sentences(real):
+    return [s.surface for _, group in real.values() for s in group]
+
+
+def _text_line(sentence) -> str:
+    """The '# text' line of the sentence's comment block, read from the file without the parser."""
+    with open(sentence.path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n")[sentence.line - 1 :]
+    block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    [text] = [line[len("# text = ") :] for line in block if line.startswith("# text = ")]
+    return text
+
+
+def _expected_vectors(loaded, sentence, layer: int) -> np.ndarray:
+    """Per word, the mean over the sub-words overlapping its token, from a direct forward pass of the text."""
+    enc = loaded.tokenizer(
+        sentence.text, return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        hidden = loaded.model(input_ids=enc["input_ids"], output_hidden_states=True).hidden_states[layer][0]
+    offsets, special = enc["offset_mapping"][0].tolist(), enc["special_tokens_mask"][0].tolist()
+    rows = []
+    for word in sentence.words:
+        token = sentence.tokens[word.token]
+        picked = [i for i, (s, e) in enumerate(offsets) if not special[i] and s < token.end and token.start < e]
+        assert picked, (sentence.text, token.form)
+        rows.append(hidden[picked].mean(0).numpy())
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("which", ["bloom", "bert"])
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_text_fed_to_the_tokenizer_is_the_sentences_text_line(models, real, which, language):
+    _, group = real[language]
+    tokenizer = models[which].tokenizer
+    for sentence, encoded in zip(group, encode_text(tokenizer, [s.surface for s in group]), strict=True):
+        raw = _text_line(sentence)
+        assert sentence.surface.text == raw.strip()
+        assert encoded.ids == tokenizer(raw.strip())["input_ids"]
+
+
+@pytest.mark.parametrize("language", ["fr", "zh"])
+def test_space_after_no_words_are_joined(models, real, language):
+    """Joining the words with spaces would tokenize differently: the surface text has none before '.' or between
+    Chinese words."""
+    tokenizer = models["bloom"].tokenizer
+    _, group = real[language]
+    differs = [
+        encode_text(tokenizer, [s.surface])[0].ids != tokenizer(" ".join(t.form for t in s.tokens))["input_ids"]
+        for s in group
+    ]
+    assert all(differs)
+
+
+@pytest.mark.parametrize("which", ["bloom", "bert"])
+def test_a_word_vector_is_the_mean_of_its_surface_tokens_subwords_from_a_direct_forward_pass(models, real, which):
+    loaded = models[which]
+    group = [s for _, g in real.values() for s in g]
+    layers = [0, 1, 2]
+    result = WordActivationExtractor(loaded, layers, batch_tokens=64).extract([s.surface for s in group])
+    assert result.kept == list(range(len(group))) and not result.dropped
+    offset, n_mwt = 0, 0
+    for sentence in group:
+        n = len(sentence.words)
+        for layer in layers:
+            expected = _expected_vectors(loaded, sentence, layer)
+            np.testing.assert_allclose(result.vectors[layer][offset : offset + n], expected, rtol=1e-4, atol=1e-5)
+        for token in sentence.tokens:  # the parts of a multi-word token share the whole token's vector
+            if len(token.words) > 1:
+                n_mwt += 1
+                parts = result.vectors[2][[offset + w for w in token.words]]
+                np.testing.assert_array_equal(parts, np.broadcast_to(parts[0], parts.shape))
+        offset += n
+    assert n_mwt >= 15 and result.vectors[0].shape == (offset, loaded.hidden_size)
+
+
+@pytest.mark.parametrize("which", ["bloom", "bert"])
+def test_each_words_subwords_spell_its_surface_token(models, real, which):
+    """Byte-level BPE (leading space inside the sub-word) and WordPiece ('##' continuations, [CLS]/[SEP]):
+    the sub-words mapped to a word, decoded, give its token's form wherever none straddles two tokens."""
+    tokenizer = models[which].tokenizer
+    checked = 0
+    for _, group in real.values():
+        for sentence, encoded in zip(group, encode_text(tokenizer, [s.surface for s in group]), strict=True):
+            assert encoded.ids[0] != tokenizer.cls_token_id or 0 not in encoded.subword  # specials map to no word
+            words_of = {i: set(encoded.word[encoded.subword == i].tolist()) for i in set(encoded.subword.tolist())}
+            for position, word in enumerate(sentence.words):
+                mine = encoded.subword[encoded.word == position]
+                if any(len(words_of[i] - set(sentence.tokens[word.token].words)) for i in mine):
+                    continue  # a sub-word shared with the next token (e.g. merged Chinese characters)
+                pieces = tokenizer.convert_ids_to_tokens([encoded.ids[i] for i in mine])
+                if "[UNK]" in pieces:
+                    continue
+                spelled = tokenizer.convert_tokens_to_string(pieces).replace(" ", "")
+                assert spelled == sentence.tokens[word.token].form.replace(" ", ""), (pieces, sentence.text)
+                checked += 1
+    assert checked >= 100
+
+
+def test_subword_word_pairs_cover_mwt_parts_straddling_subwords_and_skip_specials():
+    # text "del coche." : tokens del [0,3) (words 0, 1: a multi-word token), coche [4,9) (word 2), . [9,10) (word 3)
+    starts, ends = np.array([0, 0, 4, 9]), np.array([3, 3, 9, 10])
+    offsets = np.array([[0, 0], [0, 2], [2, 3], [3, 4], [3, 6], [6, 10], [0, 0]])  # <s> de l ' ' ' co' 'che.' </s>
+    special = np.array([1, 0, 0, 0, 0, 0, 1])
+    subword, word = subword_word_pairs(offsets, special, starts, ends)
+    assert sorted(zip(subword.tolist(), word.tolist(), strict=True)) == [
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+        (4, 2),
+        (5, 2),
+        (5, 3),
+    ]  # the lone space (3) and the specials map to no word; 'che.' straddles coche and '.'
+
+
+def test_encode_words_keeps_pre_split_words_for_pos_transfer(tiny_bloom_dir, real):
+    tok = load_model(str(tiny_bloom_dir), "step-a").tokenizer
+    for sentence in real["fr"][1]:
+        words = [w.form for w in sentence.words]
         ((ids, word_ids),) = encode_words(tok, [words])
         assert ids == tok(" ".join(words), add_special_tokens=True)["input_ids"]
         assert sorted(set(word_ids) - {-1}) == list(range(len(words)))
 
 
-def test_wordpiece_words_get_special_tokens_and_alignment(tiny_bert_dir, sentences):
-    loaded = load_model(str(tiny_bert_dir))
-    ((ids, word_ids),) = encode_words(loaded.tokenizer, [sentences[0]])
-    assert ids == loaded.tokenizer(" ".join(sentences[0]))["input_ids"]
-    assert word_ids[0] == -1 and word_ids[-1] == -1
-    assert sorted(set(word_ids) - {-1}) == list(range(len(sentences[0])))
+def test_layer_zero_is_the_embedding_output(models, sentences):
+    loaded = models["bloom"]
+    result = WordActivationExtractor(loaded, [0]).extract(sentences[:1])
+    [encoded] = encode_text(loaded.tokenizer, sentences[:1])
+    with torch.inference_mode():
+        ids = torch.tensor([encoded.ids])
+        embedded = loaded.model.word_embeddings_layernorm(loaded.model.word_embeddings(ids))[0]
+    first_word = encoded.subword[encoded.word == 0]
+    np.testing.assert_allclose(result.vectors[0][0], embedded[first_word].mean(0).numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["bloom", "bert"])
-def test_word_vector_is_the_mean_of_its_subword_vectors_from_a_direct_forward_pass(
-    which, tiny_bloom_dir, tiny_bert_dir, sentences
-):
-    loaded = load_model(str(tiny_bloom_dir), "step-b") if which == "bloom" else load_model(str(tiny_bert_dir))
-    layers = [0, 1, 2]
-    result = WordActivationExtractor(loaded, layers, batch_tokens=64).extract(sentences)
-    assert result.kept == list(range(len(sentences))) and not result.dropped
-    offset = 0
-    for words in sentences:
-        ((ids, word_ids),) = encode_words(loaded.tokenizer, [words])
-        with torch.inference_mode():
-            hidden = loaded.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
-        word_ids = np.asarray(word_ids)
-        for layer in layers:
-            for w in range(len(words)):
-                expected = hidden[layer][0, word_ids == w].mean(0).numpy()
-                np.testing.assert_allclose(result.vectors[layer][offset + w], expected, rtol=1e-4, atol=1e-5)
-        offset += len(words)
-    assert result.vectors[0].shape == (offset, loaded.hidden_size)
-
-
-def test_layer_convention_zero_is_the_embedding_output_and_l_the_output_of_block_l(tiny_bloom_dir, sentences):
+def test_layer_convention_zero_is_the_embedding_output_and_l_the_output_of_block_l(models, sentences):
     """LAYER_CONVENTION, checked against the modules themselves: layer 0 = the embedding output (after BLOOM's
     embedding layer norm), layer L = what block L returns; so paper 002's "layer L" (hidden_states[L-1]) is L-1."""
     assert LAYER_CONVENTION == (
         "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
     )
-    loaded = load_model(str(tiny_bloom_dir), "step-a")
+    loaded = models["bloom"]
     n = loaded.num_layers
     result = WordActivationExtractor(loaded, list(range(n + 1))).extract(sentences[:1])
-    ((ids, word_ids),) = encode_words(loaded.tokenizer, sentences[:1])
+    [encoded] = encode_text(loaded.tokenizer, sentences[:1])
+    ids = torch.tensor([encoded.ids])
     block_outputs = []
     hooks = [b.register_forward_hook(lambda m, i, o: block_outputs.append(o[0][0])) for b in loaded.model.h]
     with torch.inference_mode():
-        embedded = loaded.model.word_embeddings_layernorm(loaded.model.word_embeddings(torch.tensor([ids])))[0]
-        loaded.model(input_ids=torch.tensor([ids]))
+        embedded = loaded.model.word_embeddings_layernorm(loaded.model.word_embeddings(ids))[0]
+        loaded.model(input_ids=ids)
     for hook in hooks:
         hook.remove()
     with torch.inference_mode():
         block_outputs[-1] = loaded.model.ln_f(block_outputs[-1])  # transformers' last hidden state is after ln_f
-    first_word = np.asarray(word_ids) == 0
+    first_word = encoded.subword[encoded.word == 0]
     expected = [embedded, *block_outputs]
     assert len(expected) == n + 1
     for layer in range(n + 1):
@@ -91,13 +205,19 @@ def test_layer_convention_zero_is_the_embedding_output_and_l_the_output_of_block
     assert not np.allclose(result.vectors[1][0], expected[0][first_word].mean(0).numpy(), atol=1e-3)  # not L-1
 
 
-def test_sentences_over_the_length_limit_are_dropped_and_counted(tiny_bert_dir, sentences):
-    loaded = load_model(str(tiny_bert_dir))
+def test_sentences_over_the_length_limit_are_dropped_and_counted(models, sentences):
+    loaded = models["bert"]
     assert loaded.max_length == 512  # read from max_position_embeddings, not assumed
-    long_sentence = sentences[0] * 60
+    base = sentences[0]
+    width = len(base.text) + 1
+    long_sentence = SurfaceText(
+        " ".join([base.text] * 60),
+        tuple(s + k * width for k in range(60) for s in base.starts),
+        tuple(e + k * width for k in range(60) for e in base.ends),
+    )
     result = WordActivationExtractor(loaded, [1]).extract([sentences[1], long_sentence, sentences[2]])
     assert result.kept == [0, 2] and result.dropped == [1]
-    assert result.vectors[1].shape[0] == len(sentences[1]) + len(sentences[2])
+    assert result.vectors[1].shape[0] == len(sentences[1].starts) + len(sentences[2].starts)
 
 
 def test_layers_beyond_the_model_are_rejected(tiny_bloom_dir):

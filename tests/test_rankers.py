@@ -271,7 +271,7 @@ def test_greedy_methods_need_dev_data_and_k_at_most_d(method, planted):
 @pytest.fixture(scope="module")
 def real_probing_data(tmp_path_factory, ud_dir):
     """Layer-1 word vectors of a tiny BLOOM pre-trained 300 steps on English UD: train, dev, test for POS and Number."""
-    from probing.datasets import DataParams, build_language
+    from probing.datasets import DataParams, build_language, surface_texts
     from probing.extraction import WordActivationExtractor, load_model
     from probing.pretrain import PretrainParams, pretrain, step_name
     from tests.conftest import ud_texts
@@ -292,9 +292,9 @@ def real_probing_data(tmp_path_factory, ud_dir):
     data = build_language(
         ud_dir, "en", ["POS", "Number"], DataParams(max_sentences_per_language=600, min_examples_per_split=5)
     )
-    sentences = data.sentences.column("words").to_pylist()
+    sentences = surface_texts(data.sentences)
     vectors = WordActivationExtractor(load_model(str(run_dir), step_name(params.steps)), [1]).extract(sentences)
-    offsets = np.cumsum([0] + [len(s) for s in sentences])[:-1]
+    offsets = np.cumsum([0] + [len(s.starts) for s in sentences])[:-1]
     start = dict(zip(data.sentences.column("sentence_index").to_pylist(), offsets, strict=True))
     out = {}
     for attribute, table in data.datasets.items():

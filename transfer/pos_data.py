@@ -4,8 +4,11 @@ Files are chosen by their UD split name inside ``ud_dir/<lang>/``: ``*-train*.co
 ``*-dev*.conllu``, ``*-test*.conllu`` (so ``*_subset`` files count, and every file of a split is
 pooled, sorted by name; Hindi's test split is HDTB's sample plus PUD). A language with no file of
 the requested split is an error naming the folder: target languages are always scored on test
-files, never on a substitute split. Words are UD syntactic words (multi-word ranges and empty
-nodes are skipped by `probing.conllu_io`).
+files, never on a substitute split. Words are UD syntactic words (Portuguese "do" is read as "de o";
+empty nodes are skipped), joined by spaces, unlike the probing stages, which read the surface text:
+POS tagging labels every syntactic word and a multi-word token carries two tags that one first
+sub-word cannot, and this is XTREME's convention for its POS task (Hu et al. 2020), so zero-shot
+scores stay comparable with published ones.
 
 Each word is labelled on its FIRST sub-word token; its other sub-words and special tokens get
 ``IGNORE_INDEX``, so a word is predicted exactly once (Devlin et al. 2019; XTREME). Words are
