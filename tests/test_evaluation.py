@@ -35,9 +35,9 @@ def split(n: int, seed: int, vocabulary: list[str]) -> tuple[np.ndarray, np.ndar
 def data() -> ProbeData:
     words = [f"w{i}" for i in range(300)]
     X_train, y_train, types_train = split(900, 1, words[:200])
-    X_dev, y_dev, _ = split(200, 2, words)
+    X_dev, y_dev, types_dev = split(200, 2, words)
     X_test, y_test, types_test = split(400, 3, words[150:])  # 50 types shared with train, 100 unseen
-    return ProbeData(X_train, y_train, X_dev, y_dev, X_test, y_test, types_train, types_test)
+    return ProbeData(X_train, y_train, X_dev, y_dev, X_test, y_test, types_train, types_dev, types_test)
 
 
 def true_order() -> np.ndarray:
@@ -70,8 +70,18 @@ def test_rows_are_complete_and_consistent(results, data):
     ]  # k > d skipped
     expected_majority = np.mean(data.y_test == Counter(data.y_train.tolist()).most_common(1)[0][0])
     for row in rows:
-        assert set(row) == {"classifier", "k", "accuracy", "nmi", "control_accuracy", "selectivity", "majority"}
-        assert row["selectivity"] == row["accuracy"] - row["control_accuracy"]
+        assert set(row) == {
+            "classifier",
+            "k",
+            "accuracy",
+            "nmi",
+            "nmi_beta",
+            "accuracy_control_split",
+            "control_accuracy",
+            "selectivity",
+            "majority",
+        }
+        assert row["selectivity"] == row["accuracy_control_split"] - row["control_accuracy"]
         assert row["majority"] == expected_majority
         assert row["nmi"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
 
