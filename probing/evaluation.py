@@ -229,10 +229,16 @@ def _fit_fista(x: torch.Tensor, y: torch.Tensor, n_classes: int, params: Evaluat
 def fit_linear(
     X_train: np.ndarray, y_train: np.ndarray, n_classes: int, params: EvaluationParams = EvaluationParams()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (C, d) and bias (C,) of the linear classifier on the (standardised or raw) inputs it is given."""
-    x, y = torch.from_numpy(np.asarray(X_train, dtype=np.float64)), torch.from_numpy(y_train.astype(np.int64))
+    """Weights (C, d) and bias (C,) of the linear classifier on the (standardised or raw) inputs it is given.
+
+    The inputs are centred for the fit and the bias shifted back (b − W·mean): the same minimum, since
+    the bias is not penalised, reached in fewer iterations on raw activations far from zero mean.
+    """
+    X = np.asarray(X_train, dtype=np.float64)
+    mean = X.mean(axis=0)
+    x, y = torch.from_numpy(X - mean), torch.from_numpy(y_train.astype(np.int64))
     weight, bias = (_fit_lbfgs if params.linear_smooth else _fit_fista)(x, y, n_classes, params)
-    return weight.numpy(), bias.numpy()
+    return weight.numpy(), bias.numpy() - weight.numpy() @ mean
 
 
 def linear_log_proba(
