@@ -105,7 +105,9 @@ class EvaluationParams:
         if self.linear_l1 < 0 or self.linear_l2 < 0:
             raise ValueError(f"evaluation.linear_l1 and linear_l2 must be >= 0, got {self.linear_l1}, {self.linear_l2}")
         if self.max_iter < 1 or self.tolerance <= 0:
-            raise ValueError(f"evaluation.max_iter must be >= 1 and tolerance > 0, got {self.max_iter}, {self.tolerance}")
+            raise ValueError(
+                f"evaluation.max_iter must be >= 1, tolerance > 0; got {self.max_iter} and {self.tolerance}"
+            )
 
     @property
     def linear_smooth(self) -> bool:
@@ -330,6 +332,30 @@ def _control_data(data: ProbeData, seed: int, params: EvaluationParams) -> tuple
     return X_train, y_train, control_train, X_test, y_test, control_test
 
 
+def _real_split_metrics(
+    classifier: str,
+    data: ProbeData,
+    top: np.ndarray,
+    n_classes: int,
+    prior: np.ndarray,
+    nmi_prior: np.ndarray,
+    params: EvaluationParams,
+) -> dict:
+    """Test accuracy, NMI and the NMI's inverse temperature β of the classifier on the top neurons, real split."""
+    evaluated = np.concatenate([data.X_dev[:, top], data.X_test[:, top]])
+    log_probs = _classify(classifier, data.X_train[:, top], data.y_train, evaluated, n_classes, params)
+    dev_log_probs, test_log_probs = log_probs[: len(data.y_dev)], log_probs[len(data.y_dev) :]
+    beta, nmi_log_probs = 1.0, test_log_probs
+    if params.nmi_calibration == "dev":
+        beta = fit_inverse_temperature(dev_log_probs, data.y_dev, prior)
+        nmi_log_probs = temper(test_log_probs, prior, beta)
+    return {
+        "accuracy": accuracy(test_log_probs, data.y_test),
+        "nmi": normalised_mutual_information(nmi_log_probs, data.y_test, nmi_prior),
+        "nmi_beta": beta,
+    }
+
+
 def evaluate_ranking(
     order: np.ndarray,
     data: ProbeData,
@@ -352,36 +378,26 @@ def evaluate_ranking(
     nmi_prior = prior if params.nmi_entropy == "train" else class_prior(data.y_test, n_classes)
     Xc_train, yc_train, control_train, Xc_test, yc_test, control_test = _control_data(data, seed, params)
     majority = majority_baseline(data.y_train, data.y_test)
-    n_dev = len(data.y_dev)
     rows = []
     for classifier in classifiers:
         for k in (k for k in k_grid if k <= d):
             top = order[:k]
-            evaluated = np.concatenate([data.X_dev[:, top], data.X_test[:, top]])
-            log_probs = _classify(classifier, data.X_train[:, top], data.y_train, evaluated, n_classes, params)
-            dev_log_probs, test_log_probs = log_probs[:n_dev], log_probs[n_dev:]
-            beta, nmi_log_probs = 1.0, test_log_probs
-            if params.nmi_calibration == "dev":
-                beta = fit_inverse_temperature(dev_log_probs, data.y_dev, prior)
-                nmi_log_probs = temper(test_log_probs, prior, beta)
-            acc = accuracy(test_log_probs, data.y_test)
+            real = _real_split_metrics(classifier, data, top, n_classes, prior, nmi_prior, params)
             if params.control_split == "task":
-                task_on_control_split = acc
+                task_on_control_split = real["accuracy"]
             else:
-                task_log_probs = _classify(classifier, Xc_train[:, top], yc_train, Xc_test[:, top], n_classes, params)
-                task_on_control_split = accuracy(task_log_probs, yc_test)
-            control_log_probs = _classify(classifier, Xc_train[:, top], control_train, Xc_test[:, top], n_classes, params)
-            control = accuracy(control_log_probs, control_test)
+                task = _classify(classifier, Xc_train[:, top], yc_train, Xc_test[:, top], n_classes, params)
+                task_on_control_split = accuracy(task, yc_test)
+            control = _classify(classifier, Xc_train[:, top], control_train, Xc_test[:, top], n_classes, params)
+            control_accuracy = accuracy(control, control_test)
             rows.append(
                 {
                     "classifier": classifier,
                     "k": int(k),
-                    "accuracy": acc,
-                    "nmi": normalised_mutual_information(nmi_log_probs, data.y_test, nmi_prior),
-                    "nmi_beta": beta,
+                    **real,
                     "accuracy_control_split": task_on_control_split,
-                    "control_accuracy": control,
-                    "selectivity": task_on_control_split - control,
+                    "control_accuracy": control_accuracy,
+                    "selectivity": task_on_control_split - control_accuracy,
                     "majority": majority,
                 }
             )
