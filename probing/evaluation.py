@@ -41,7 +41,8 @@ same data split, the only difference being the labels. On the lemma-disjoint spl
 type occurs in train (2–4% for Number/Gender in en/fr), so a control probe cannot beat chance there
 and selectivity would be accuracy minus a constant. With ``control_split="token"`` (the default) the
 train, dev and test rows are pooled and re-split at random, at token level, into a train and a test
-part of the real split's sizes (seeded from the caller's trial seed with `stable_seed`): almost every
+part of the real split's sizes (`stable_seed` of the seed; the same split for every method, layer and
+checkpoint of a dataset, whose rows are the same words): almost every
 test type is then seen in training, so the control can be learnt by memorising types, and both the
 task (``accuracy_control_split``) and the control (``control_accuracy``) are measured on that split;
 selectivity = their difference. A high selectivity then means the top-k neurons give the attribute
@@ -367,8 +368,10 @@ def evaluate_ranking(
     """Per classifier and k (k > d skipped): accuracy and NMI on the real split; the task and control
     accuracies on the control's split and their difference, the selectivity; the majority baseline.
 
-    ``seed`` fixes the control labels and the control's split: give every ranking of one dataset the
-    same seed (derived from the trial's data key) so that their selectivities are comparable.
+    ``seed`` fixes the control labels (a hash of seed and word type) and the control's split (a
+    permutation of the dataset's rows): with the study's seed, every method, layer and checkpoint of
+    one (language, attribute) is scored on the same control task and split, so their selectivities
+    compare; no statistic pairs two datasets' control tasks, so sharing the seed across them is harmless.
     """
     order = np.asarray(order, dtype=np.int64)
     _check_evaluation_inputs(order, data, k_grid, classifiers)

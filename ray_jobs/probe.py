@@ -220,7 +220,6 @@ def run_trial(spec: dict) -> dict:
     """Fit, evaluate and store one ranking (and its reverse); never raises for data that cannot be probed."""
     import torch
 
-    from probing.datasets import stable_seed
     from probing.evaluation import EvaluationParams, evaluate_ranking
     from probing.rankers import make_ranker, reverse
 
@@ -252,9 +251,8 @@ def run_trial(spec: dict) -> dict:
     metrics, ranking_rows = [], []
     seconds = time.perf_counter() - began
     evaluation = EvaluationParams(**spec.get("evaluation", {}))
-    data_seed = stable_seed(seed, *(v for name, v in key.items() if name != "method"))  # same for every method
     for direction, r in rankings:
-        for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], data_seed, evaluation):
+        for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], seed, evaluation):
             metrics.append({"seed": seed, "direction": direction, **row})
         ranking_rows.append(
             {
