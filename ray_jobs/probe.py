@@ -250,7 +250,7 @@ def run_trial(spec: dict) -> dict:
     rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
     metrics, ranking_rows = [], []
     seconds = time.perf_counter() - began
-    evaluation = EvaluationParams(**spec.get("evaluation", {}))
+    evaluation = EvaluationParams(**spec["evaluation"])
     for direction, r in rankings:
         for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], seed, evaluation):
             metrics.append({"seed": seed, "direction": direction, **row})
