@@ -2,13 +2,53 @@
 
 A ranking is judged by classifiers trained on its top-k neurons only (the sub-vector X[:, order[:k]]),
 with two classifiers of different kinds so that neither the ranking's own probe nor one model family
-decides: "linear" (multinomial logistic regression with a little L2, trained to convergence with
-full-batch L-BFGS on standardised features) and "gaussian" (the Gaussian ranker's class-conditional
-Gaussians with the normal-inverse-Wishart posterior-mean covariance, fitted on the k neurons, D = k). Each is also
-trained on a control task (Hewitt & Liang 2019): every word type gets a random label drawn from the
-train label distribution, a deterministic function of (type, seed), so a type shared by train and
-test, or seen only in test, always gets the same control label. Selectivity = accuracy − control
-accuracy. NMI = (H(Y) − cross-entropy) / H(Y) in nats, H(Y) from the train label frequencies.
+decides: "linear" (multinomial logistic regression) and "gaussian" (the Gaussian ranker's
+class-conditional Gaussians with the normal-inverse-Wishart posterior-mean covariance, fitted on the
+k neurons, D = k). Options are in `EvaluationParams`; the papers' presets set them
+(``probing.protocols``).
+
+Linear classifier. Loss = mean cross-entropy + λ1 ‖W‖₁ + λ2 ‖W‖²₂ ("squared", the default) or
++ λ2 ‖W‖₂ ("norm", the Frobenius norm unsquared, as paper 003's code), bias unpenalised, on
+standardised features by default (raw with ``linear_standardise=False``, as 003). A smooth loss
+(λ1 = 0, squared L2) is minimised by full-batch L-BFGS to convergence. A non-smooth one is minimised
+by FISTA with adaptive restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015): a gradient step on
+the cross-entropy (and a squared L2), then the exact proximal step of the non-smooth terms,
+soft-thresholding by tλ1 followed, for "norm", by shrinking the whole matrix by max(0, 1 − tλ2/‖·‖)
+(the proximal map of ℓ1 + group-ℓ2 is the composition of the two; Friedman, Hastie & Tibshirani
+2010). 003's code minimises the same loss with minibatch Adam for a fixed number of epochs, whose
+subgradient steps never reach its exact zeros; L-BFGS on the non-smooth loss is not valid either.
+
+NMI = (H(Y) − cross-entropy) / H(Y) in nats, H(Y) from the train label frequencies
+(``nmi_entropy="train"``) or from the labels of the evaluated set (``"evaluated"``, paper 002). The
+cross-entropy of *any* predictor q bounds the mutual information, I(Y; X_S) ≥ H(Y) − CE(q), so NMI
+is a lower bound on I/H. Raw classifier probabilities can make that bound useless: with
+lemma-disjoint splits the test word types are new, tokens of one type are near-duplicates, so the
+class-conditional Gaussians are fitted on a few hundred effective points and give new types
+Mahalanobis distances of hundreds (the demo's Gaussian NMI averaged −48; reproduced in
+tests/test_evaluation.py with Zipf-distributed word types). With ``nmi_calibration="dev"`` (the
+default) q is the classifier's posterior tempered toward the train prior π,
+    q_β(c | x) ∝ π_c (p(c | x) / π_c)^β,
+with β ≥ 0 chosen on dev (minimum dev cross-entropy; dev holds other lemmas than train, as test
+does). β = 1 is the classifier itself, β = 0 the prior, so the bound is never much worse than the
+trivial NMI ≈ 0 and is still close to 1 for a good probe. Accuracy is always the classifier's own
+argmax (β changes how sure it is, and is used for NMI only). ``"none"`` reports the raw
+probabilities, as the papers do.
+
+Control task and selectivity (Hewitt & Liang 2019). Every word type gets a random label drawn
+from the train label distribution, a deterministic function of (type, seed). Hewitt & Liang define
+selectivity as the task accuracy minus the control accuracy of the same probe architecture on the
+same data split, the only difference being the labels. On the lemma-disjoint split almost no test
+type occurs in train (2–4% for Number/Gender in en/fr), so a control probe cannot beat chance there
+and selectivity would be accuracy minus a constant. With ``control_split="token"`` (the default) the
+train, dev and test rows are pooled and re-split at random, at token level, into a train and a test
+part of the real split's sizes (`stable_seed` of the seed; the same split for every method, layer and
+checkpoint of a dataset, whose rows are the same words): almost every
+test type is then seen in training, so the control can be learnt by memorising types, and both the
+task (``accuracy_control_split``) and the control (``control_accuracy``) are measured on that split;
+selectivity = their difference. A high selectivity then means the top-k neurons give the attribute
+beyond what memorising word identity gives. ``accuracy`` and ``nmi`` stay on the real split (the
+generalisation to new lemmas that the study reports). ``control_split="task"`` measures everything
+on the real split (the earlier behaviour, kept for comparison).
 """
 
 from __future__ import annotations
@@ -19,12 +59,61 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
 
 from probing.datasets import stable_seed
 from probing.rankers.base import Standardiser, class_prior, entropy
 from probing.rankers.gaussian import fit_gaussian_niw
 
 CLASSIFIERS = ("linear", "gaussian")
+L2_PENALTIES = ("squared", "norm")
+NMI_ENTROPIES = ("train", "evaluated")
+NMI_CALIBRATIONS = ("dev", "none")
+CONTROL_SPLITS = ("token", "task")
+
+#: Bumped whenever what `evaluate_ranking` computes changes, so that stored probe metrics are recomputed.
+EVALUATION_VERSION = 2
+
+#: Largest inverse temperature β tried for the NMI calibration (β > 1 sharpens an underconfident probe).
+MAX_INVERSE_TEMPERATURE = 10.0
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    """How rankings are evaluated (module docstring): linear classifier, NMI, control task."""
+
+    linear_standardise: bool = True
+    linear_l1: float = 0.0
+    linear_l2: float = 1e-3
+    linear_l2_penalty: str = "squared"
+    nmi_entropy: str = "train"
+    nmi_calibration: str = "dev"
+    control_split: str = "token"
+    max_iter: int = 5000
+    tolerance: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("linear_l2_penalty", self.linear_l2_penalty, L2_PENALTIES),
+            ("nmi_entropy", self.nmi_entropy, NMI_ENTROPIES),
+            ("nmi_calibration", self.nmi_calibration, NMI_CALIBRATIONS),
+            ("control_split", self.control_split, CONTROL_SPLITS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"evaluation.{name} must be one of {allowed}, got {value!r}")
+        if not isinstance(self.linear_standardise, bool):
+            raise ValueError(f"evaluation.linear_standardise must be true or false, got {self.linear_standardise!r}")
+        if self.linear_l1 < 0 or self.linear_l2 < 0:
+            raise ValueError(f"evaluation.linear_l1 and linear_l2 must be >= 0, got {self.linear_l1}, {self.linear_l2}")
+        if self.max_iter < 1 or self.tolerance <= 0:
+            raise ValueError(
+                f"evaluation.max_iter must be >= 1, tolerance > 0; got {self.max_iter} and {self.tolerance}"
+            )
+
+    @property
+    def linear_smooth(self) -> bool:
+        """True when the linear loss is differentiable everywhere (no L1, squared L2)."""
+        return self.linear_l1 == 0 and (self.linear_l2_penalty == "squared" or self.linear_l2 == 0)
 
 
 @dataclass(frozen=True)
@@ -38,6 +127,7 @@ class ProbeData:
     X_test: np.ndarray
     y_test: np.ndarray
     types_train: np.ndarray
+    types_dev: np.ndarray
     types_test: np.ndarray
 
 
@@ -47,9 +137,11 @@ def accuracy(log_probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def normalised_mutual_information(log_probs: np.ndarray, y: np.ndarray, prior: np.ndarray) -> float:
-    """(H(Y) − cross-entropy) / H(Y), in nats; 1 for a perfect probe, 0 for one that knows only the prior."""
-    cross_entropy = -float(np.mean(log_probs[np.arange(len(y)), y]))
+    """(H(Y) − cross-entropy) / H(Y), in nats, H(Y) of ``prior``; 1 for a perfect probe, 0 for the prior."""
     h = entropy(prior)
+    if h == 0:
+        raise ValueError("NMI needs a label distribution with entropy > 0 (at least two classes)")
+    cross_entropy = -float(np.mean(log_probs[np.arange(len(y)), y]))
     return (h - cross_entropy) / h
 
 
@@ -65,12 +157,31 @@ def control_labels(types: np.ndarray, y_train: np.ndarray, seed: int) -> np.ndar
     return np.minimum(np.searchsorted(cumulative, uniform, side="right"), len(cumulative) - 1).astype(np.int64)
 
 
-def linear_log_proba(
-    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, n_classes: int, l2: float = 1e-3
-) -> np.ndarray:
-    """Test log-probabilities (n, C) of an L2 softmax regression fitted by full-batch L-BFGS to convergence."""
-    standardise = Standardiser.fit(X_train)
-    x, y = torch.from_numpy(standardise(X_train)), torch.from_numpy(y_train.astype(np.int64))
+def token_level_split(sizes: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test rows of the control split: the pooled (train, dev, test) rows shuffled by ``seed``,
+    the first n_train for train and the next n_test for test (the real split's sizes; n_dev rows left out)."""
+    n_train, n_dev, n_test = sizes
+    permutation = np.random.default_rng(stable_seed(seed, "control_split")).permutation(n_train + n_dev + n_test)
+    return np.sort(permutation[:n_train]), np.sort(permutation[n_train : n_train + n_test])
+
+
+def _prox_l1_norm(weight: torch.Tensor, step: float, l1: float, l2_norm: float) -> torch.Tensor:
+    """Proximal map of step·(λ1 ‖W‖₁ + λ2 ‖W‖₂): soft-threshold, then shrink the whole matrix."""
+    shrunk = torch.sign(weight) * torch.clamp(weight.abs() - step * l1, min=0)
+    norm = torch.linalg.vector_norm(shrunk)
+    return shrunk * torch.clamp(1 - step * l2_norm / norm, min=0) if norm > 0 else shrunk
+
+
+def linear_loss(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor, params: EvaluationParams
+) -> torch.Tensor:
+    """Mean cross-entropy + λ1 ‖W‖₁ + λ2 ‖W‖²₂ (or λ2 ‖W‖₂ for the "norm" penalty); the bias is not penalised."""
+    l2 = weight.square().sum() if params.linear_l2_penalty == "squared" else torch.linalg.vector_norm(weight)
+    return F.cross_entropy(x @ weight.T + bias, y) + params.linear_l1 * weight.abs().sum() + params.linear_l2 * l2
+
+
+def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, n_classes: int, params: EvaluationParams) -> tuple:
+    """Weights and bias of the smooth loss by full-batch L-BFGS with a strong-Wolfe line search."""
     weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
@@ -79,14 +190,72 @@ def linear_log_proba(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight.T + bias, y) + l2 * weight.square().sum()
+        loss = linear_loss(weight, bias, x, y, params)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    with torch.no_grad():
-        logits = torch.from_numpy(standardise(X_test)) @ weight.T + bias
-        return torch.log_softmax(logits, dim=1).numpy()
+    return weight.detach(), bias.detach()
+
+
+def _fit_fista(x: torch.Tensor, y: torch.Tensor, n_classes: int, params: EvaluationParams) -> tuple:
+    """Weights and bias of the non-smooth loss by FISTA with adaptive restart (module docstring).
+
+    Step 1/L with L = λmax([X 1]ᵀ[X 1]) / (2n) (+ 2λ2 for a squared L2), a Lipschitz constant of the
+    smooth part's gradient; stops when the gradient mapping ‖(θ − θ⁺)/t‖∞ falls below the tolerance.
+    """
+    squared = params.linear_l2 if params.linear_l2_penalty == "squared" else 0.0
+    norm_l2 = params.linear_l2 if params.linear_l2_penalty == "norm" else 0.0
+    augmented = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    lipschitz = float(torch.linalg.matrix_norm(augmented, ord=2)) ** 2 / (2 * len(x)) + 2 * squared
+    step = 1.0 / lipschitz
+    theta = torch.zeros(n_classes, x.shape[1] + 1, dtype=torch.float64)  # [W b]
+    momentum, velocity = theta.clone(), 1.0
+    smooth = EvaluationParams(linear_l2=squared)  # cross-entropy + squared L2 only
+
+    for _ in range(params.max_iter):
+        point = momentum.clone().requires_grad_(True)
+        loss = linear_loss(point[:, :-1], point[:, -1], x, y, smooth)
+        (gradient,) = torch.autograd.grad(loss, point)
+        moved = point.detach() - step * gradient
+        new = torch.cat([_prox_l1_norm(moved[:, :-1], step, params.linear_l1, norm_l2), moved[:, -1:]], dim=1)
+        if float((momentum - new).abs().max()) / step < params.tolerance:
+            theta = new
+            break
+        restart = float(((momentum - new) * (new - theta)).sum()) > 0  # the step went against the momentum
+        next_velocity = 1.0 if restart else (1 + (1 + 4 * velocity**2) ** 0.5) / 2
+        momentum = new if restart else new + (velocity - 1) / next_velocity * (new - theta)
+        theta, velocity = new, next_velocity
+    return theta[:, :-1], theta[:, -1]
+
+
+def fit_linear(
+    X_train: np.ndarray, y_train: np.ndarray, n_classes: int, params: EvaluationParams = EvaluationParams()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (C, d) and bias (C,) of the linear classifier on the (standardised or raw) inputs it is given.
+
+    The inputs are centred for the fit and the bias shifted back (b − W·mean): the same minimum, since
+    the bias is not penalised, reached in fewer iterations on raw activations far from zero mean.
+    """
+    X = np.asarray(X_train, dtype=np.float64)
+    mean = X.mean(axis=0)
+    x, y = torch.from_numpy(X - mean), torch.from_numpy(y_train.astype(np.int64))
+    weight, bias = (_fit_lbfgs if params.linear_smooth else _fit_fista)(x, y, n_classes, params)
+    return weight.numpy(), bias.numpy() - weight.numpy() @ mean
+
+
+def linear_log_proba(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    n_classes: int,
+    params: EvaluationParams = EvaluationParams(),
+) -> np.ndarray:
+    """Test log-probabilities (n, C) of the linear classifier (module docstring) fitted on train."""
+    transform = Standardiser.fit(X_train) if params.linear_standardise else np.asarray
+    weight, bias = fit_linear(np.asarray(transform(X_train), dtype=np.float64), y_train, n_classes, params)
+    logits = torch.from_numpy(np.asarray(transform(X_test), dtype=np.float64) @ weight.T + bias)
+    return torch.log_softmax(logits, dim=1).numpy()
 
 
 def gaussian_log_proba(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, n_classes: int) -> np.ndarray:
@@ -99,11 +268,93 @@ def gaussian_log_proba(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndar
     return out
 
 
-def _classify(classifier: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, C: int) -> np.ndarray:
-    """Test log-probabilities of the named classifier trained on (X_train, y_train)."""
+def temper(log_probs: np.ndarray, prior: np.ndarray, beta: float) -> np.ndarray:
+    """log q_β(c | x) with q_β ∝ π_c (p(c | x) / π_c)^β over the classes of nonzero prior (others −inf)."""
+    present = prior > 0
+    log_prior = np.log(prior[present])
+    tempered = np.full_like(log_probs, -np.inf)
+    scaled = log_prior + beta * (log_probs[:, present] - log_prior)
+    tempered[:, present] = scaled - np.logaddexp.reduce(scaled, axis=1, keepdims=True)
+    return tempered
+
+
+def fit_inverse_temperature(log_probs: np.ndarray, y: np.ndarray, prior: np.ndarray) -> float:
+    """β in [0, MAX_INVERSE_TEMPERATURE] minimising the cross-entropy of `temper` on (log_probs, y).
+
+    The cross-entropy is convex in β (a log-sum-exp of functions affine in β, minus an affine one),
+    so a bounded scalar search finds the minimum. Rows whose label has probability 0 under the prior
+    cannot be scored by any β and are left out.
+    """
+    scored = prior[y] > 0
+    rows, labels = log_probs[scored], y[scored]
+
+    def cross_entropy(beta: float) -> float:
+        return -float(np.mean(temper(rows, prior, beta)[np.arange(len(labels)), labels]))
+
+    result = minimize_scalar(cross_entropy, bounds=(0.0, MAX_INVERSE_TEMPERATURE), method="bounded")
+    return float(result.x) if result.fun <= cross_entropy(0.0) else 0.0
+
+
+def _classify(
+    classifier: str, X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, C: int, params: EvaluationParams
+) -> np.ndarray:
+    """Log-probabilities on ``X_eval`` of the named classifier trained on (X_train, y_train)."""
     if classifier == "linear":
-        return linear_log_proba(X_train, y_train, X_test, C)
-    return gaussian_log_proba(X_train, y_train, X_test, C)
+        return linear_log_proba(X_train, y_train, X_eval, C, params)
+    return gaussian_log_proba(X_train, y_train, X_eval, C)
+
+
+def _check_evaluation_inputs(order: np.ndarray, data: ProbeData, k_grid: Sequence[int], classifiers: Sequence[str]):
+    """A permutation of the d neurons, known classifiers, every k >= 1."""
+    d = data.X_train.shape[1]
+    if not np.array_equal(np.sort(order), np.arange(d)):
+        raise ValueError(f"order must be a permutation of the {d} neurons")
+    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
+    if unknown:
+        raise ValueError(f"unknown classifier(s) {unknown}; known: {list(CLASSIFIERS)}")
+    if any(k < 1 for k in k_grid):
+        raise ValueError(f"every k must be >= 1, got {list(k_grid)}")
+
+
+def _control_data(data: ProbeData, seed: int, params: EvaluationParams) -> tuple:
+    """(X_train, task y_train, control y_train, X_test, task y_test, control y_test) of the control's split."""
+    if params.control_split == "task":
+        X_train, y_train, types_train = data.X_train, data.y_train, data.types_train
+        X_test, y_test, types_test = data.X_test, data.y_test, data.types_test
+    else:
+        X = np.concatenate([data.X_train, data.X_dev, data.X_test])
+        y = np.concatenate([data.y_train, data.y_dev, data.y_test])
+        types = np.concatenate([data.types_train, data.types_dev, data.types_test])
+        train, test = token_level_split((len(data.y_train), len(data.y_dev), len(data.y_test)), seed)
+        X_train, y_train, types_train = X[train], y[train], types[train]
+        X_test, y_test, types_test = X[test], y[test], types[test]
+    control_train = control_labels(types_train, data.y_train, seed)
+    control_test = control_labels(types_test, data.y_train, seed)
+    return X_train, y_train, control_train, X_test, y_test, control_test
+
+
+def _real_split_metrics(
+    classifier: str,
+    data: ProbeData,
+    top: np.ndarray,
+    n_classes: int,
+    prior: np.ndarray,
+    nmi_prior: np.ndarray,
+    params: EvaluationParams,
+) -> dict:
+    """Test accuracy, NMI and the NMI's inverse temperature β of the classifier on the top neurons, real split."""
+    evaluated = np.concatenate([data.X_dev[:, top], data.X_test[:, top]])
+    log_probs = _classify(classifier, data.X_train[:, top], data.y_train, evaluated, n_classes, params)
+    dev_log_probs, test_log_probs = log_probs[: len(data.y_dev)], log_probs[len(data.y_dev) :]
+    beta, nmi_log_probs = 1.0, test_log_probs
+    if params.nmi_calibration == "dev":
+        beta = fit_inverse_temperature(dev_log_probs, data.y_dev, prior)
+        nmi_log_probs = temper(test_log_probs, prior, beta)
+    return {
+        "accuracy": accuracy(test_log_probs, data.y_test),
+        "nmi": normalised_mutual_information(nmi_log_probs, data.y_test, nmi_prior),
+        "nmi_beta": beta,
+    }
 
 
 def evaluate_ranking(
@@ -112,38 +363,44 @@ def evaluate_ranking(
     k_grid: Sequence[int],
     classifiers: Sequence[str] = CLASSIFIERS,
     seed: int = 0,
+    params: EvaluationParams = EvaluationParams(),
 ) -> list[dict]:
-    """Per classifier and k (k > d skipped): test accuracy, NMI, control accuracy, selectivity, majority."""
-    d = data.X_train.shape[1]
+    """Per classifier and k (k > d skipped): accuracy and NMI on the real split; the task and control
+    accuracies on the control's split and their difference, the selectivity; the majority baseline.
+
+    ``seed`` fixes the control labels (a hash of seed and word type) and the control's split (a
+    permutation of the dataset's rows): with the study's seed, every method, layer and checkpoint of
+    one (language, attribute) is scored on the same control task and split, so their selectivities
+    compare; no statistic pairs two datasets' control tasks, so sharing the seed across them is harmless.
+    """
     order = np.asarray(order, dtype=np.int64)
-    if not np.array_equal(np.sort(order), np.arange(d)):
-        raise ValueError(f"order must be a permutation of the {d} neurons")
-    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
-    if unknown:
-        raise ValueError(f"unknown classifier(s) {unknown}; known: {list(CLASSIFIERS)}")
-    if any(k < 1 for k in k_grid):
-        raise ValueError(f"every k must be >= 1, got {list(k_grid)}")
-    n_classes = int(max(data.y_train.max(), data.y_test.max())) + 1
+    _check_evaluation_inputs(order, data, k_grid, classifiers)
+    d = data.X_train.shape[1]
+    n_classes = int(max(data.y_train.max(), data.y_dev.max(), data.y_test.max())) + 1
     prior = class_prior(data.y_train, n_classes)
-    control_train = control_labels(data.types_train, data.y_train, seed)
-    control_test = control_labels(data.types_test, data.y_train, seed)
+    nmi_prior = prior if params.nmi_entropy == "train" else class_prior(data.y_test, n_classes)
+    Xc_train, yc_train, control_train, Xc_test, yc_test, control_test = _control_data(data, seed, params)
     majority = majority_baseline(data.y_train, data.y_test)
     rows = []
     for classifier in classifiers:
         for k in (k for k in k_grid if k <= d):
             top = order[:k]
-            X_train, X_test = data.X_train[:, top], data.X_test[:, top]
-            log_probs = _classify(classifier, X_train, data.y_train, X_test, n_classes)
-            control = accuracy(_classify(classifier, X_train, control_train, X_test, n_classes), control_test)
-            acc = accuracy(log_probs, data.y_test)
+            real = _real_split_metrics(classifier, data, top, n_classes, prior, nmi_prior, params)
+            if params.control_split == "task":
+                task_on_control_split = real["accuracy"]
+            else:
+                task = _classify(classifier, Xc_train[:, top], yc_train, Xc_test[:, top], n_classes, params)
+                task_on_control_split = accuracy(task, yc_test)
+            control = _classify(classifier, Xc_train[:, top], control_train, Xc_test[:, top], n_classes, params)
+            control_accuracy = accuracy(control, control_test)
             rows.append(
                 {
                     "classifier": classifier,
                     "k": int(k),
-                    "accuracy": acc,
-                    "nmi": normalised_mutual_information(log_probs, data.y_test, prior),
-                    "control_accuracy": control,
-                    "selectivity": acc - control,
+                    **real,
+                    "accuracy_control_split": task_on_control_split,
+                    "control_accuracy": control_accuracy,
+                    "selectivity": task_on_control_split - control_accuracy,
                     "majority": majority,
                 }
             )

@@ -64,6 +64,8 @@ METRIC_SCHEMA = pa.schema(
         ("k", pa.int64()),
         ("accuracy", pa.float64()),
         ("nmi", pa.float64()),
+        ("nmi_beta", pa.float64()),
+        ("accuracy_control_split", pa.float64()),
         ("control_accuracy", pa.float64()),
         ("selectivity", pa.float64()),
         ("majority", pa.float64()),
@@ -76,7 +78,9 @@ class CannotProbe(ValueError):
 
 
 def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints]) -> list[dict]:
-    """Every trial of the study, with the fingerprint of what it depends on."""
+    """Every trial of the study, with the fingerprint of what it depends on (the evaluation's version included)."""
+    from probing.evaluation import EVALUATION_VERSION
+
     p = config.probing
     languages = [lang for lang in config.languages if lang in data_fps]
     specs = []
@@ -112,6 +116,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                     "fingerprint": fingerprint(
                         "probe",
                         TRIAL_SEED_VERSION,
+                        EVALUATION_VERSION,
                         key,
                         seed,
                         p.k,
@@ -205,6 +210,7 @@ def load_probe_data(store: Store, key: dict, max_examples: int | None, seed: int
         X_test=matrix[rows[parts["test"]]],
         y_test=y_all[parts["test"]],
         types_train=forms[parts["train"]],
+        types_dev=forms[parts["dev"]],
         types_test=forms[parts["test"]],
     )
     return data, values
@@ -214,7 +220,7 @@ def run_trial(spec: dict) -> dict:
     """Fit, evaluate and store one ranking (and its reverse); never raises for data that cannot be probed."""
     import torch
 
-    from probing.evaluation import evaluate_ranking
+    from probing.evaluation import EvaluationParams, evaluate_ranking
     from probing.rankers import make_ranker, reverse
 
     torch.set_num_threads(max(1, spec["threads"]))
@@ -244,8 +250,9 @@ def run_trial(spec: dict) -> dict:
     rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
     metrics, ranking_rows = [], []
     seconds = time.perf_counter() - began
+    evaluation = EvaluationParams(**spec["evaluation"])
     for direction, r in rankings:
-        for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], seed=seed):
+        for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], seed, evaluation):
             metrics.append({"seed": seed, "direction": direction, **row})
         ranking_rows.append(
             {
