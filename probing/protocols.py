@@ -39,15 +39,21 @@ PROTOCOLS: dict[str, dict[str, dict]] = {
         "probing": {"greedy_depth": "k_grid_max"},
         # Lemma-disjoint 80/10/10, values with >= 20 examples in every split.
         "data": {"split": "lemma", "split_fractions": (0.8, 0.1, 0.1), "min_examples_per_split": 20},
-        # NMI normalised by the label entropy of the evaluated set.
-        "evaluation": {"nmi_entropy": "evaluated"},
+        # NMI normalised by the label entropy of the evaluated set, from the classifier's raw probabilities.
+        "evaluation": {"nmi_entropy": "evaluated", "nmi_calibration": "none"},
     },
     "antverg2022": {
         # Gaussian probe with the reference's joint posterior mode over the full width.
         "gaussian": {"covariance": "map"},
         # Elastic net on raw activations: lambda1 = 1e-3, lambda2 * ||W|| (the norm, not squared).
         "linear": {"standardise": False, "l1": 1e-3, "l2": 1e-2, "l2_penalty": "norm"},
-        "evaluation": {"linear_standardise": False, "linear_l1": 1e-3, "linear_l2": 1e-2, "linear_l2_penalty": "norm"},
+        "evaluation": {
+            "linear_standardise": False,
+            "linear_l1": 1e-3,
+            "linear_l2": 1e-2,
+            "linear_l2_penalty": "norm",
+            "nmi_calibration": "none",
+        },
         # UD's own train/dev/test files; values with >= 100 word types kept.
         "data": {"split": "ud", "min_types_per_value": 100},
     },

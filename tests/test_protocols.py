@@ -73,7 +73,7 @@ def test_wang2024_sets_its_latent_probe_greedy_depth_data_and_nmi(tmp_path, ud_d
     assert config.probing.greedy_depth == "k_grid_max"
     assert config.data.split == "lemma" and config.data.split_fractions == (0.8, 0.1, 0.1)
     assert config.data.min_examples_per_split == 20 and config.data.min_types_per_value == 1
-    assert config.probing.evaluation == {"nmi_entropy": "evaluated"}
+    assert config.probing.evaluation == {"nmi_entropy": "evaluated", "nmi_calibration": "none"}
     assert "gaussian" not in config.probing.params and "linear" not in config.probing.params
 
 
@@ -86,6 +86,7 @@ def test_antverg2022_sets_gaussian_linear_evaluation_and_ud_data(tmp_path, ud_di
         "linear_l1": 1e-3,
         "linear_l2": 1e-2,
         "linear_l2_penalty": "norm",
+        "nmi_calibration": "none",
     }
     assert config.data.split == "ud" and config.data.min_types_per_value == 100
     assert "latent" not in config.probing.params and config.probing.greedy_depth == "k"
