@@ -1,12 +1,13 @@
-"""Stage 3: neuron rankings and their evaluation, one Ray Tune trial per
-(checkpoint, layer, language, attribute, method, seed).
+"""Stage 3: neuron rankings and their evaluation, one Ray Tune trial per activation partition
+(checkpoint, layer, language), running every (attribute, method, seed) unit of that partition.
 
-A trial reads the word dataset and the activation partition it needs from the store, fits the
+A unit reads its word dataset and the partition's activations (read once per trial), fits the
 ranker, evaluates the ranking and its bottom-to-top reverse with both classifiers over the k grid
-(with a control task), and writes ``probe_metrics`` then ``rankings`` (the completion marker).
-Finished trials (same fingerprint) are not scheduled again. A trial that cannot run (one value
-only, too few examples, attribute not annotated) writes a marker in ``failures`` and does not stop
-the sweep; an unexpected error is recorded too and retried by the next run.
+(with a control task), and writes ``probe_metrics`` then ``rankings`` (the completion marker) as
+soon as it finishes, so resumption stays per unit. Finished units (same fingerprint) are not
+scheduled again. A unit that cannot run (one value only, too few examples, attribute not
+annotated) writes a marker in ``failures``; a unit that raises is recorded as a failure and
+retried by the next run; neither stops the other units of its trial.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from collections import Counter
 from itertools import product
 
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.store import Store, fingerprint
-from probing.datasets import TRIAL_SEED_VERSION, stable_seed, trial_seed
+from probing.datasets import TRIAL_SEED_VERSION, trial_seed
 from ray_jobs.common import (
     FAILURE_SCHEMA,
     Failures,
@@ -71,10 +73,6 @@ METRIC_SCHEMA = pa.schema(
         ("majority", pa.float64()),
     ]
 )
-
-
-class CannotProbe(ValueError):
-    """The dataset of a trial cannot support a ranking (recorded as a failure, not retried)."""
 
 
 def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints]) -> list[dict]:
@@ -145,7 +143,7 @@ def _paths(store: Store, spec: dict) -> tuple[str, str, str]:
     )
 
 
-def _activation_path(store: Store, key: dict) -> str:
+def activation_path(store: Store, key: dict) -> str:
     return store.path(
         "activations", model=key["model"], checkpoint=key["checkpoint"], layer=key["layer"], language=key["language"]
     )
@@ -157,89 +155,57 @@ def is_done(store: Store, spec: dict) -> bool:
     return store.done(ranking_path, spec["fingerprint"]) or store.done(failure_path, spec["fingerprint"])
 
 
-def load_probe_data(store: Store, key: dict, max_examples: int | None, seed: int):
-    """The trial's X/y/word types per split, aligned on (sentence_index, position); and the value names."""
-    from probing.evaluation import ProbeData
+class Partition:
+    """One activation partition (checkpoint, layer, language), read once, and its words tables per attribute."""
 
-    words_path = store.path("words", language=key["language"], attribute=key["attribute"])
-    if store.stored_fingerprint(words_path) is None:
-        raise CannotProbe(f"attribute {key['attribute']} is not annotated in language {key['language']}")
-    words = store.read("words", path=words_path)
-    kept = sorted(set(words.column("value").to_pylist()))
-    if len(kept) < 2:
-        raise CannotProbe(
-            f"{key['attribute']} in {key['language']}: {len(kept)} value(s) with enough examples "
-            f"in every split ({', '.join(kept) or 'none'}); a ranking needs 2"
-        )
-    acts = store.read("activations", path=_activation_path(store, key))
-    act_keys = acts.column("sentence_index").to_numpy().astype(np.int64) << 32 | acts.column("position").to_numpy()
-    word_keys = words.column("sentence_index").to_numpy().astype(np.int64) << 32 | words.column("position").to_numpy()
-    sorter = np.argsort(act_keys)
-    at = np.searchsorted(act_keys, word_keys, sorter=sorter)
-    found = (at < len(act_keys)) & (act_keys[sorter[np.minimum(at, len(act_keys) - 1)]] == word_keys)
-    rows = sorter[np.minimum(at, len(act_keys) - 1)]
-    vectors = acts.column("vector").combine_chunks()
-    d = vectors.type.list_size
-    matrix = vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
-    value_of = np.asarray(words.column("value").to_pylist(), dtype=object)
-    split = np.asarray(words.column("split").to_pylist())
-    forms = np.asarray([f.lower() for f in words.column("form").to_pylist()], dtype=object)
-    # one subsample per (language, attribute): the same words at every checkpoint, layer and method
-    rng = np.random.default_rng(stable_seed(seed, "max_examples", key["language"], key["attribute"]))
-    parts = {}
-    for name in ("train", "dev", "test"):
-        index = np.flatnonzero((split == name) & found)
-        if max_examples is not None and len(index) > max_examples:
-            index = np.sort(rng.choice(index, max_examples, replace=False))
-        parts[name] = index
-    values = sorted(set(value_of[parts["train"]].tolist()))  # every class must be seen in train
-    for name, index in parts.items():
-        parts[name] = index[np.isin(value_of[index], values)]
-        if len(set(value_of[parts[name]].tolist())) < 2:
-            raise CannotProbe(
-                f"{key['attribute']} in {key['language']}: the {name} split has fewer than 2 values "
-                f"({len(parts[name])} examples)"
-            )
-    label = {v: i for i, v in enumerate(values)}
-    y_all = np.asarray([label.get(v, -1) for v in value_of])
-    data = ProbeData(
-        X_train=matrix[rows[parts["train"]]],
-        y_train=y_all[parts["train"]],
-        X_dev=matrix[rows[parts["dev"]]],
-        y_dev=y_all[parts["dev"]],
-        X_test=matrix[rows[parts["test"]]],
-        y_test=y_all[parts["test"]],
-        types_train=forms[parts["train"]],
-        types_dev=forms[parts["dev"]],
-        types_test=forms[parts["test"]],
-    )
-    return data, values
+    def __init__(self, store: Store, key: dict) -> None:
+        from probing.probe_data import ActivationIndex
+
+        self.store = store
+        self.activations = ActivationIndex.from_table(store.read("activations", path=activation_path(store, key)))
+        self.words: dict[str, object] = {}
+
+    def probe_data(self, key: dict, max_examples: int | None, seed: int):
+        """The unit's ProbeData and value names (`probing.probe_data.build_probe_data`)."""
+        from probing.probe_data import CannotProbe, build_probe_data
+
+        attribute, language = key["attribute"], key["language"]
+        if attribute not in self.words:
+            path = self.store.path("words", language=language, attribute=attribute)
+            stored = self.store.stored_fingerprint(path) is not None
+            self.words[attribute] = self.store.read("words", path=path) if stored else None
+        if self.words[attribute] is None:
+            raise CannotProbe(f"attribute {attribute} is not annotated in language {language}")
+        return build_probe_data(self.words[attribute], self.activations, language, attribute, max_examples, seed)
 
 
-def run_trial(spec: dict) -> dict:
-    """Fit, evaluate and store one ranking (and its reverse); never raises for data that cannot be probed."""
-    import torch
+def unit_label(spec: dict) -> str:
+    """The unit's key as written in the failures table."""
+    return "/".join(f"{k}={v}" for k, v in spec["key"].items()) + f"/seed={spec['seed']}"
 
+
+def run_unit(spec: dict, partition: Partition) -> dict:
+    """Fit, evaluate and store one ranking (and its reverse); a dataset that cannot be probed is marked, not raised."""
     from probing.evaluation import EvaluationParams, evaluate_ranking
+    from probing.probe_data import CannotProbe
     from probing.rankers import make_ranker, reverse
 
-    torch.set_num_threads(max(1, spec["threads"]))
-    store = Store(spec["root"])
+    store = partition.store
     ranking_path, metrics_path, failure_path = _paths(store, spec)
     key, seed, method = spec["key"], spec["seed"], spec["key"]["method"]
-    began = time.perf_counter()
     try:
-        data, values = load_probe_data(store, key, spec["max_examples"], seed)
+        data, values = partition.probe_data(key, spec["max_examples"], seed)
     except CannotProbe as reason:
         row = {
             "stage": "probe",
-            "key": "/".join(f"{k}={v}" for k, v in key.items()) + f"/seed={seed}",
+            "key": unit_label(spec),
             "error": f"CannotProbe: {reason}",
             "detail": "",
             "time": time.time(),
         }
         store.write(pa.Table.from_pylist([row], schema=FAILURE_SCHEMA), failure_path, spec["fingerprint"])
-        return {"status": "cannot_probe", "reason": str(reason)}
+        return {"status": "cannot_probe", "reason": str(reason), "compute_seconds": 0.0}
+    began = time.perf_counter()
     params = {**spec["params"]}
     width = data.X_train.shape[1]
     k = resolve_k(spec["k"], spec["k_fraction"], width)
@@ -271,50 +237,115 @@ def run_trial(spec: dict) -> dict:
                 "seconds": seconds,
             }
         )
+    compute = time.perf_counter() - began
     store.write(pa.Table.from_pylist(metrics, schema=METRIC_SCHEMA), metrics_path, spec["fingerprint"])
     store.write(pa.Table.from_pylist(ranking_rows, schema=RANKING_SCHEMA), ranking_path, spec["fingerprint"])
     if store.fs.get_file_info(failure_path).type.name == "File":
         store.fs.delete_file(failure_path)  # a stale cannot-run marker of an earlier config
     best = max((m["accuracy"] for m in metrics if m["direction"] == "ttb" and m["k"] <= k), default=np.nan)
-    return {"status": "ok", "seconds": time.perf_counter() - began, "accuracy_at_k": best}
+    return {"status": "ok", "compute_seconds": compute, "accuracy_at_k": best}
 
 
-def _tune_trainable(config: dict) -> None:
+def run_partition(specs: list[dict]) -> list[dict]:
+    """Every unit of one activation partition, reading the partition once; one unit's error does not stop the rest.
+
+    Each unit writes its own result files as it finishes, so a trial killed midway loses only the unit in progress.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, specs[0]["threads"]))
+    partition = Partition(Store(specs[0]["root"]), specs[0]["key"])
+    results = []
+    for spec in specs:
+        try:
+            results.append(run_unit(spec, partition))
+        except Exception as err:  # recorded by the driver as this unit's failure; the other units still run
+            detail = "".join(traceback.format_exception(err))
+            results.append({"status": "error", "error": f"{type(err).__name__}: {err}", "detail": detail})
+    return results
+
+
+def run_trial(spec: dict) -> dict:
+    """One unit on its own (its partition read for it alone)."""
+    return run_partition([spec])[0]
+
+
+def partition_trainable(config: dict) -> None:
     from ray import tune
 
-    tune.report(run_trial(config["spec"]))
+    began = time.perf_counter()
+    results = run_partition(config["spec"]["units"])
+    tune.report({"units": json.dumps(results), "trial_seconds": time.perf_counter() - began})
+
+
+def partition_key(spec: dict) -> tuple:
+    """The activation partition a unit reads: (model, checkpoint, layer, language)."""
+    return tuple(spec["key"][c] for c in ("model", "checkpoint", "layer", "language"))
 
 
 def run_probing(
     config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints], failures: Failures
 ) -> StageResult:
-    """Run every unfinished trial as a Ray Tune sweep; count trials run now and already stored."""
+    """Run every unfinished unit, one Ray Tune trial per activation partition; count units run now and stored.
+
+    A unit is one (checkpoint, layer, language, attribute, method, seed) ranking; the trial of a partition runs
+    all of its pending units in one process, so the partition is read once and Tune schedules a few dozen
+    trials instead of thousands. The stage prints its compute efficiency: the units' fit + evaluation seconds
+    over wall seconds × CPUs.
+    """
     from ray_jobs.sweep import run_sweep
 
     store = Store(config.output_root)
     specs = trial_specs(config, sources, data_fps)
     pending = [s for s in specs if not is_done(store, s)]
-    waiting = [s for s in pending if not store.done(_activation_path(store, s["key"]), s["activation_fingerprint"])]
+    waiting = [s for s in pending if not store.done(activation_path(store, s["key"]), s["activation_fingerprint"])]
     pending = [s for s in pending if s not in waiting]
+    groups: dict[tuple, list[dict]] = {}
+    for spec in pending:
+        groups.setdefault(partition_key(spec), []).append(spec)
     print(
-        f"[probe] {len(specs)} trials, {len(specs) - len(pending) - len(waiting)} already stored, "
-        f"{len(pending)} to run" + (f", {len(waiting)} waiting for activations that failed" if waiting else "")
+        f"[probe] {len(specs)} rankings, {len(specs) - len(pending) - len(waiting)} already stored, "
+        f"{len(pending)} to run in {len(groups)} partition trials"
+        + (f", {len(waiting)} waiting for activations that failed" if waiting else "")
     )
     stored = len(specs) - len(pending) - len(waiting)
     if not pending:
         return StageResult(0, stored)
     resources = {"cpu": config.probing.resources.num_cpus, "gpu": config.probing.resources.num_gpus}
-    results = run_sweep("probe", _tune_trainable, resources, pending, store, reuse_actors=True)
+    trials = [{"label": "/".join(map(str, key)), "units": units} for key, units in groups.items()]
+    began = time.perf_counter()
+    results = run_sweep("probe", partition_trainable, resources, trials, store, reuse_actors=True)
+    wall = time.perf_counter() - began
     cannot: Counter[str] = Counter()
+    compute = 0.0
     for result in results:
-        spec = result.config["spec"]
-        if result.error is not None:
-            failures.add("/".join(f"{k}={v}" for k, v in spec["key"].items()) + f"/seed={spec['seed']}", result.error)
-        elif result.metrics.get("status") == "cannot_probe":
-            cannot[result.metrics["reason"]] += 1
-    for reason, trials in sorted(cannot.items()):
-        print(f"[probe] cannot probe ({trials} trials): {reason}")
+        units = result.config["spec"]["units"]
+        if result.error is not None:  # the whole trial died: every unit it had not stored is a failure
+            for spec in units:
+                if not is_done(store, spec):
+                    failures.add(unit_label(spec), result.error)
+            continue
+        for spec, outcome in zip(units, json.loads(result.metrics["units"]), strict=True):
+            compute += outcome.get("compute_seconds", 0.0)
+            if outcome["status"] == "error":
+                failures.add(unit_label(spec), outcome["error"] + "\n" + outcome["detail"])
+            elif outcome["status"] == "cannot_probe":
+                cannot[outcome["reason"]] += 1
+    for reason, units in sorted(cannot.items()):
+        print(f"[probe] cannot probe ({units} rankings): {reason}")
+    cpus = _cluster_cpus()
+    print(
+        f"[probe] compute {compute:.0f} s (ranker fits and evaluation) in {wall:.0f} s wall on {cpus:g} CPUs: "
+        f"efficiency {compute / max(wall * cpus, 1e-9):.2f}"
+    )
     return StageResult(len(pending), stored, no_data=sum(cannot.values()))
+
+
+def _cluster_cpus() -> float:
+    """CPUs of the Ray cluster the sweep ran on."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
 
 
 def main(argv: list[str] | None = None) -> int:
