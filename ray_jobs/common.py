@@ -65,11 +65,15 @@ class StageResult:
 
     ``no_data`` counts units that ran but found nothing to compute (a language without the attribute, a value
     left with too few examples); they are recorded in ``failures`` with their reason but are not failures.
+    ``busy_seconds`` is the CPU-seconds spent inside the stage's units of work (each unit's seconds × the CPUs it
+    held; for the probe stage, the ranker fits and evaluations), so that busy / (wall × CPUs) is how well the
+    stage used the cluster.
     """
 
     run: int = 0
     reused: int = 0
     no_data: int = 0
+    busy_seconds: float = 0.0
 
 
 @dataclass

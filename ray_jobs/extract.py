@@ -226,7 +226,7 @@ def run_extraction(
                         store.path("extraction_stats", model=spec.name, checkpoint=revision, language=language),
                         fingerprint(fps),
                     )
-                    done_units.append(key)
+                    done_units.append(stats["seconds"] * resources.num_cpus)
                 except ray.exceptions.RayActorError as err:
                     remaining = [unit[2] for unit in work[position:]]
                     failures.add(f"model={spec.name}/checkpoint={revision}/languages={','.join(remaining)}", err)
@@ -240,7 +240,7 @@ def run_extraction(
     with ThreadPoolExecutor(max_workers=config.extraction.workers) as pool:
         list(pool.map(run_checkpoint, by_checkpoint.values()))
     bar.close()
-    return StageResult(len(done_units), possible - len(units))
+    return StageResult(len(done_units), possible - len(units), busy_seconds=sum(done_units))
 
 
 def main(argv: list[str] | None = None) -> int:

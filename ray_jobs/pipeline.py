@@ -20,6 +20,15 @@ from ray_jobs.common import Failures, StageResult, config_from_args, init_ray, j
 from ray_jobs.config import StudyConfig
 
 
+def efficiency(busy_seconds: float, wall_seconds: float) -> str:
+    """Busy CPU-seconds over wall seconds × the cluster's CPUs, as text ("" when the stage reports none)."""
+    import ray
+
+    if busy_seconds <= 0 or wall_seconds <= 0:
+        return ""
+    return f"{busy_seconds / (wall_seconds * ray.cluster_resources().get('CPU', 1.0)):.2f}"
+
+
 def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
     """Run every stage; return the summary rows and the failures of each stage."""
     from ray_jobs.analyse import report_path, run_correlations, run_overlaps, run_report
@@ -43,6 +52,7 @@ def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
             result = StageResult()
         failures.write(store)
         all_failures.append(failures)
+        seconds = time.perf_counter() - began
         summary.append(
             {
                 "stage": name,
@@ -50,7 +60,8 @@ def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
                 "already stored": result.reused,
                 "no data": result.no_data,
                 "failed": len(failures.rows),
-                "seconds": round(time.perf_counter() - began, 1),
+                "seconds": round(seconds, 1),
+                "efficiency": efficiency(result.busy_seconds, seconds),
             }
         )
 
@@ -78,7 +89,17 @@ def run_study(config: StudyConfig) -> tuple[list[dict], list[Failures]]:
     stage("analyse", analyse)
     nothing_done = all(row["run"] == 0 and row["failed"] == 0 for row in summary)
     if nothing_done and report_path(config).is_file():
-        summary.append({"stage": "report", "run": 0, "already stored": 1, "no data": 0, "failed": 0, "seconds": 0.0})
+        summary.append(
+            {
+                "stage": "report",
+                "run": 0,
+                "already stored": 1,
+                "no data": 0,
+                "failed": 0,
+                "seconds": 0.0,
+                "efficiency": "",
+            }
+        )
     else:
         stage("report", lambda f: StageResult(1, 0) if run_report(config, summary) else StageResult())
     return summary, all_failures

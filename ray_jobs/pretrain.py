@@ -10,6 +10,7 @@ remote root (``s3://...``) training runs on local disk and the checkpoints are t
 from __future__ import annotations
 
 import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -86,8 +87,10 @@ def run_pretraining(config: StudyConfig, failures: Failures) -> tuple[dict[str, 
                 gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
                 cpus = 1 if gpus else max(1, int(min(ray.available_resources().get("CPU", 1), 16)))
                 task = ray.remote(num_cpus=cpus, num_gpus=gpus)(pretrain_model)
+                began = time.perf_counter()
                 location = ray.get(task.remote(config, spec, name, cpus))
                 result.run += 1
+                result.busy_seconds += (time.perf_counter() - began) * cpus
             sources[spec.name] = location
         except Exception as err:
             failures.add(f"model={spec.name}", err)

@@ -338,7 +338,7 @@ def run_probing(
         f"[probe] compute {compute:.0f} s (ranker fits and evaluation) in {wall:.0f} s wall on {cpus:g} CPUs: "
         f"efficiency {compute / max(wall * cpus, 1e-9):.2f}"
     )
-    return StageResult(len(pending), stored, no_data=sum(cannot.values()))
+    return StageResult(len(pending), stored, no_data=sum(cannot.values()), busy_seconds=compute)
 
 
 def _cluster_cpus() -> float:

@@ -152,14 +152,15 @@ def run_transfers(config: StudyConfig, sources: dict[str, str], failures: Failur
         return StageResult(0, len(specs))
     gpus = 1 if config.transfer.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
     results = run_sweep("transfer", _trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}, pending, store)
-    done = 0
+    done, busy = 0, 0.0
     for result in results:
         spec = result.config["spec"]
         if result.error is not None:
             failures.add(f"model={spec['model']}/checkpoint={spec['checkpoint']}/task={spec['task']}", result.error)
         else:
             done += 1
-    return StageResult(done, len(specs) - len(pending))
+            busy += result.metrics["seconds"] * config.transfer.num_cpus
+    return StageResult(done, len(specs) - len(pending), busy_seconds=busy)
 
 
 def main(argv: list[str] | None = None) -> int:
