@@ -152,15 +152,20 @@ def test_compute_dtype_auto_is_bfloat16_with_a_gpu_and_float32_without(tmp_path)
     assert forced.extraction.overlap
 
 
-def test_bad_compute_dtype_and_device_map_on_cpu_are_config_errors(tmp_path):
-    path = write_config(tmp_path, extraction={"compute_dtype": "fp8", "device_map": "balanced"})
+def config_problems(path: Path) -> list[str]:
+    """The problems load_config reports for a config that must be rejected."""
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    problems = "\n".join(err.value.problems)
+    return err.value.problems
+
+
+def test_bad_compute_dtype_and_device_map_on_cpu_are_config_errors(tmp_path):
+    reported = config_problems(write_config(tmp_path, extraction={"compute_dtype": "fp8", "device_map": "balanced"}))
+    problems = "\n".join(reported)
     assert "extraction.compute_dtype: expected auto, float32, bfloat16, float16, got 'fp8'" in problems
     assert "extraction.device_map: expected null or auto, got 'balanced'" in problems
     assert "extraction.device_map: spreads a checkpoint over GPUs, but extraction.resources.num_gpus is 0" in problems
-    assert len(err.value.problems) == 3
+    assert len(reported) == 3
 
 
 def test_device_map_needs_accelerate_and_gpus():
