@@ -16,12 +16,19 @@ row, never two. A sub-word that straddles two tokens (byte-level BPE may merge a
 ``SpaceAfter=No`` boundary, e.g. two Chinese words) counts in both; special tokens and sub-words
 that overlap no token (a lone space) count in none. Sentences longer than the model's limit are
 dropped and counted.
+
+At real-model scale (issue 10 §4): the forward pass may run in bfloat16/float16 (``compute_dtype``;
+word vectors are always pooled in float32, then stored as ``dtype`` says), a checkpoint too large for
+one GPU is spread over the visible GPUs with accelerate's ``device_map``, and the CPU work of the next
+chunk (tokenization, alignment, padding) can run in a background thread while the current chunk's
+forward pass runs (`WordActivationExtractor.extract_stream`), with bit-identical results.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +45,39 @@ EXTRACTION_VERSION = 2
 #: Length limit for models with no position table (BLOOM uses ALiBi): its training length.
 DEFAULT_MAX_LENGTH = 2048
 
+#: Dtypes the forward pass may run in (``ExtractionParams.compute_dtype``).
+COMPUTE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
 
 @dataclass(frozen=True)
 class ExtractionParams:
-    """How activations are computed (hashed into the fingerprint of their partitions)."""
+    """How activations are computed (hashed into the fingerprint of their partitions).
+
+    ``dtype`` is how vectors are stored; ``compute_dtype`` the (resolved, never "auto") dtype of the
+    model's weights and forward pass, which changes the vectors and so is part of the fingerprint.
+    """
 
     batch_tokens: int = 8192
     dtype: str = "float32"
     max_length: int | None = None
+    compute_dtype: str = "float32"
+
+
+def compute_torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of a compute dtype name, refusing bfloat16 on a GPU without native support
+    (compute capability < 8.0 emulates it, far slower than float16 or float32)."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype {name!r}: expected one of {', '.join(COMPUTE_DTYPES)}")
+    if name == "bfloat16" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise ValueError(
+            f"compute dtype bfloat16: {torch.cuda.get_device_name(device)} has no native bfloat16; "
+            "set extraction.compute_dtype to float16 or float32"
+        )
+    return COMPUTE_DTYPES[name]
 
 
 def resolve_model(model_id: str, revision: str | None) -> tuple[str, str | None]:
@@ -103,13 +135,26 @@ def load_fast_tokenizer(model_id: str, revision: str | None) -> tuple[object, st
 
 
 def load_model(
-    model_id: str, revision: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    model_id: str,
+    revision: str | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    device_map: str | None = None,
 ) -> LoadedModel:
-    """Load the base model (no task head) and its fast tokenizer, once."""
+    """Load the base model (no task head) in ``dtype`` and its fast tokenizer, once.
+
+    With ``device_map`` (e.g. "auto", needs accelerate) the weights are placed by accelerate across
+    the visible devices instead of moved to ``device``; inputs then go to the device of the input
+    embeddings, and each layer's hidden states stay on the device that computed them.
+    """
     from transformers import AutoModel
 
     tokenizer, source, rev = load_fast_tokenizer(model_id, revision)
-    model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype).to(device).eval()
+    if device_map is None:
+        model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype).to(device)
+    else:
+        model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype, device_map=device_map)
+    model.eval()
     config = model.config
     return LoadedModel(
         model=model,
@@ -117,7 +162,7 @@ def load_model(
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
         max_length=model_max_length(config, tokenizer),
-        device=torch.device(device),
+        device=model.get_input_embeddings().weight.device,
     )
 
 
@@ -223,6 +268,53 @@ class BatchResult:
     n_tokens: int
 
 
+@dataclass
+class PaddedBatch:
+    """One batch ready for the forward pass: right-padded ids and mask, the (sub-word row, word) pairs
+    in the flattened (rows × length) hidden states, and which sentences it holds."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    subword: torch.Tensor
+    word: torch.Tensor
+    n_words: int
+    members: list[int]
+
+
+@dataclass
+class PreparedChunk:
+    """The CPU side of a chunk (tokenized, aligned, batched, padded), before any forward pass."""
+
+    batches: list[PaddedBatch]
+    n_words: list[int]
+    kept: list[int]
+    dropped: list[int]
+    n_tokens: int
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (rows × longest) of a batch of id lists."""
+    length = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = torch.tensor(x)
+        mask[row, : len(x)] = 1
+    return input_ids, mask
+
+
+def padded_batch(
+    encoded: Sequence[EncodedText], n_words: Sequence[int], members: list[int], pad_id: int
+) -> PaddedBatch:
+    """The padded inputs of a batch and its sub-word → word pairs, words numbered in batch order."""
+    input_ids, mask = pad_batch([e.ids for e in encoded], pad_id)
+    length = input_ids.shape[1]
+    offsets = np.cumsum([0, *n_words])
+    subword = torch.from_numpy(np.concatenate([e.subword + row * length for row, e in enumerate(encoded)]))
+    word = torch.from_numpy(np.concatenate([e.word + offsets[row] for row, e in enumerate(encoded)]))
+    return PaddedBatch(input_ids, mask, subword, word, int(offsets[-1]), members)
+
+
 class WordActivationExtractor:
     """Runs surface texts through a loaded model and pools one vector per syntactic word per layer."""
 
@@ -239,52 +331,94 @@ class WordActivationExtractor:
         self.pad_id = loaded.tokenizer.pad_token_id or 0
 
     @torch.inference_mode()
-    def forward(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
-        """One right-padded batched forward pass; returns every hidden state (embeddings first)."""
-        length = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), length), dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x)] = torch.tensor(x)
-            mask[row, : len(x)] = 1
+    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The model's forward pass on a padded batch; returns every hidden state (embeddings first)."""
         device = self.loaded.device
         out = self.loaded.model(
-            input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
+            input_ids=input_ids.to(device, non_blocking=True),
+            attention_mask=attention_mask.to(device, non_blocking=True),
+            output_hidden_states=True,
         )
         return out.hidden_states
 
-    def _pool_batch(self, encoded: Sequence[EncodedText], n_words: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Word vectors of a batch of encoded sentences, words concatenated in batch order."""
-        hidden_states = self.forward([e.ids for e in encoded])
-        length = hidden_states[0].shape[1]
-        offsets = np.cumsum([0, *n_words])
-        device = self.loaded.device
-        subword = torch.from_numpy(np.concatenate([e.subword + row * length for row, e in enumerate(encoded)]))
-        word = torch.from_numpy(np.concatenate([e.word + offsets[row] for row, e in enumerate(encoded)]))
-        subword, word = subword.to(device), word.to(device)
-        return {
-            layer: pool_words(
-                hidden_states[layer].reshape(-1, hidden_states[layer].shape[-1]), subword, word, int(offsets[-1])
-            )
-            for layer in self.layers
-        }
+    def forward(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+        """One right-padded batched forward pass of id lists (the bare pass that bench/extract.py times)."""
+        return self.run_model(*pad_batch(ids, self.pad_id))
 
-    def extract(self, sentences: Sequence[SurfaceText]) -> BatchResult:
-        """Word vectors (float32) per layer for all words of the kept sentences, in input order."""
+    def prepare(self, sentences: Sequence[SurfaceText]) -> PreparedChunk:
+        """Tokenize and align a chunk, drop sentences over the length limit, and pad its batches."""
         encoded = encode_text(self.loaded.tokenizer, sentences)
         n_words = [len(s.starts) for s in sentences]
         kept = [i for i, e in enumerate(encoded) if len(e.ids) <= self.max_length]
         dropped = sorted(set(range(len(encoded))) - set(kept))
-        starts = np.cumsum([0, *(n_words[i] for i in kept)])
-        start_of = dict(zip(kept, starts[:-1].tolist(), strict=True))
-        vectors = {layer: np.zeros((int(starts[-1]), self.loaded.hidden_size), np.float32) for layer in self.layers}
+        batches = []
         for batch in token_budget_batches([len(encoded[i].ids) for i in kept], self.batch_tokens):
             members = [kept[j] for j in batch]
-            pooled = self._pool_batch([encoded[i] for i in members], [n_words[i] for i in members])
+            batches.append(
+                padded_batch([encoded[i] for i in members], [n_words[i] for i in members], members, self.pad_id)
+            )
+        return PreparedChunk(batches, n_words, kept, dropped, sum(len(encoded[i].ids) for i in kept))
+
+    @torch.inference_mode()
+    def _pool_batch(self, batch: PaddedBatch) -> dict[int, torch.Tensor]:
+        """Word vectors (float32) of a padded batch per layer, words concatenated in batch order.
+
+        Pooling runs where each layer's hidden states are (with a ``device_map``, on several GPUs).
+        """
+        hidden_states = self.run_model(batch.input_ids, batch.attention_mask)
+        pairs: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        pooled = {}
+        for layer in self.layers:
+            hidden = hidden_states[layer]
+            if hidden.device not in pairs:
+                pairs[hidden.device] = (batch.subword.to(hidden.device), batch.word.to(hidden.device))
+            subword, word = pairs[hidden.device]
+            pooled[layer] = pool_words(hidden.reshape(-1, hidden.shape[-1]), subword, word, batch.n_words)
+        return pooled
+
+    def compute(self, prepared: PreparedChunk) -> BatchResult:
+        """Forward passes and pooling of a prepared chunk: word vectors (float32) per layer for all
+        words of the kept sentences, in input order."""
+        n_words = prepared.n_words
+        starts = np.cumsum([0, *(n_words[i] for i in prepared.kept)])
+        start_of = dict(zip(prepared.kept, starts[:-1].tolist(), strict=True))
+        vectors = {layer: np.zeros((int(starts[-1]), self.loaded.hidden_size), np.float32) for layer in self.layers}
+        for batch in prepared.batches:
+            pooled = {layer: values.cpu().numpy() for layer, values in self._pool_batch(batch).items()}
             cursor = 0
-            for i in members:
+            for i in batch.members:
                 n = n_words[i]
                 for layer in self.layers:
-                    vectors[layer][start_of[i] : start_of[i] + n] = pooled[layer][cursor : cursor + n].cpu().numpy()
+                    vectors[layer][start_of[i] : start_of[i] + n] = pooled[layer][cursor : cursor + n]
                 cursor += n
-        return BatchResult(vectors, kept, dropped, sum(len(encoded[i].ids) for i in kept))
+        return BatchResult(vectors, prepared.kept, prepared.dropped, prepared.n_tokens)
+
+    def extract(self, sentences: Sequence[SurfaceText]) -> BatchResult:
+        """Word vectors (float32) per layer for all words of the kept sentences, in input order."""
+        return self.compute(self.prepare(sentences))
+
+    def extract_stream(
+        self, chunks: Iterable[tuple[object, Sequence[SurfaceText]]], overlap: bool
+    ) -> Iterator[tuple[object, Sequence[SurfaceText], BatchResult]]:
+        """`extract` over a stream of (tag, sentences) chunks, yielding (tag, sentences, result) in order.
+
+        With ``overlap`` one background thread reads and prepares chunk i+1 (tokenizer, alignment and
+        padding; the Rust tokenizer and torch release the GIL) while chunk i runs forward, so that an
+        accelerator does not wait on the CPU; the results are the same objects computed by the same
+        functions, so bit-identical to the sequential path.
+        """
+        if not overlap:
+            for tag, sentences in chunks:
+                yield tag, sentences, self.extract(sentences)
+            return
+        source = iter(chunks)
+
+        def read_and_prepare() -> tuple[object, Sequence[SurfaceText], PreparedChunk] | None:
+            item = next(source, None)
+            return None if item is None else (item[0], item[1], self.prepare(item[1]))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xling-prepare") as pool:
+            pending = pool.submit(read_and_prepare)
+            while (item := pending.result()) is not None:
+                pending = pool.submit(read_and_prepare)
+                yield item[0], item[1], self.compute(item[2])

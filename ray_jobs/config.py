@@ -9,6 +9,7 @@ directory of the config file; ``${VAR}`` is expanded. This module does not impor
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import types
 import typing
@@ -19,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from probing.datasets import DataParams
-from probing.extraction import ExtractionParams
+from probing.extraction import COMPUTE_DTYPES, ExtractionParams
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
 from probing.protocols import PROTOCOLS
 from probing.unimorph import ATTRIBUTES
@@ -60,19 +61,71 @@ class ModelSpec:
     pretrain: PretrainParams | None = None
 
 
+#: Values of ``extraction.device_map`` (accelerate's automatic placement across the actor's GPUs).
+DEVICE_MAPS: tuple[str, ...] = ("auto",)
+
+
 @dataclass(frozen=True)
 class ExtractionConfig:
-    """Activation extraction: how (params) and with which workers."""
+    """Activation extraction: how (params) and with which workers.
+
+    ``dtype`` is the storage dtype of the vectors; ``compute_dtype`` that of the forward pass ("auto":
+    bfloat16 when the actor asks for a GPU, else float32 — resolved from the config alone, so that the
+    fingerprint is known before any actor starts). ``device_map: auto`` spreads a checkpoint that does
+    not fit one GPU over the actor's GPUs. ``overlap_tokenization`` prepares the next chunk in a
+    background thread during the forward pass (None: only when the actor has a GPU; on 2 CPUs the
+    thread competes with the forward pass for nothing, see the README's benchmarks).
+    """
 
     batch_tokens: int = 8192
     dtype: str = "float32"
+    compute_dtype: str = "auto"
+    device_map: str | None = None
+    overlap_tokenization: bool | None = None
     max_length: int | None = None
     workers: int = 1
     resources: Resources = field(default_factory=Resources)
 
     @property
     def params(self) -> ExtractionParams:
-        return ExtractionParams(batch_tokens=self.batch_tokens, dtype=self.dtype, max_length=self.max_length)
+        return ExtractionParams(
+            batch_tokens=self.batch_tokens,
+            dtype=self.dtype,
+            max_length=self.max_length,
+            compute_dtype=resolve_compute_dtype(self.compute_dtype, self.resources.num_gpus),
+        )
+
+    @property
+    def overlap(self) -> bool:
+        """Whether the actor overlaps tokenization with the forward pass."""
+        return self.resources.num_gpus > 0 if self.overlap_tokenization is None else self.overlap_tokenization
+
+
+def resolve_compute_dtype(requested: str, num_gpus: float) -> str:
+    """The forward pass's dtype: "auto" is bfloat16 for an actor with a GPU, float32 on CPU."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if num_gpus > 0 else "float32"
+
+
+def device_map_problems(device_map: str | None, num_gpus: float, accelerate_installed: bool) -> list[str]:
+    """Why ``extraction.device_map`` cannot work, if it cannot (none when it is unset)."""
+    if device_map is None:
+        return []
+    problems = []
+    if device_map not in DEVICE_MAPS:
+        problems.append(f"extraction.device_map: expected null or {', '.join(DEVICE_MAPS)}, got {device_map!r}")
+    if not accelerate_installed:
+        problems.append(
+            "extraction.device_map: needs the 'accelerate' package, which is not installed "
+            "(pip install accelerate), or remove device_map"
+        )
+    if num_gpus <= 0:
+        problems.append(
+            "extraction.device_map: spreads a checkpoint over GPUs, but extraction.resources.num_gpus is 0; "
+            "give the actor GPUs or remove device_map"
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -303,6 +356,16 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
     _check_data(config.data, problems)
     if config.extraction.dtype not in ("float32", "float16"):
         problems.append(f"extraction.dtype: expected float32 or float16, got {config.extraction.dtype!r}")
+    if config.extraction.compute_dtype not in ("auto", *COMPUTE_DTYPES):
+        problems.append(
+            f"extraction.compute_dtype: expected auto, {', '.join(COMPUTE_DTYPES)}, "
+            f"got {config.extraction.compute_dtype!r}"
+        )
+    problems += device_map_problems(
+        config.extraction.device_map,
+        config.extraction.resources.num_gpus,
+        importlib.util.find_spec("accelerate") is not None,
+    )
     if config.extraction.batch_tokens < 1 or config.extraction.workers < 1:
         problems.append("extraction: batch_tokens and workers must be at least 1")
 

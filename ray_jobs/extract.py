@@ -1,5 +1,9 @@
-"""Stage 2: activations. One Ray actor per checkpoint loads it once and is fed chunks of sentences.
+"""Stage 2: activations. One Ray actor per checkpoint loads it once and extracts one language at a time.
 
+The actor reads the language's sentences from the store in chunks (a streaming generator reports
+each chunk to the driver's progress bar), so that it can prepare the next chunk while the current
+one runs forward (`WordActivationExtractor.extract_stream`). It runs on the GPU when its resources
+ask for one, in the config's compute dtype, across several GPUs with a ``device_map``.
 Each actor streams word vectors to one Parquet file per (model, checkpoint, layer, language)
 partition through an atomic writer, so the corpus is never held in memory and a killed worker
 leaves only hidden temporary files. A partition already stored with the same fingerprint is
@@ -12,7 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,9 +36,8 @@ from ray_jobs.common import (
 from ray_jobs.config import ModelSpec, StudyConfig
 from ray_jobs.prepare import DataFingerprints, run_prepare
 
-#: Sentences sent to an actor per call, and calls in flight per actor.
+#: Sentences an actor extracts and writes at a time.
 CHUNK_SENTENCES = 256
-IN_FLIGHT = 2
 
 STATS_SCHEMA = pa.schema(
     [
@@ -71,20 +74,43 @@ def activation_fingerprint(config: StudyConfig, source: str, revision: str, laye
     )
 
 
+def actor_device(num_gpus: float, cuda_available: bool) -> str:
+    """The torch device of an actor: "cuda" when its resources ask for a GPU, else "cpu".
+
+    Ray only places an actor that asks for a GPU on a node with one, so a GPU that torch cannot see
+    (a CPU-only torch build) is an error here rather than a silent, far slower, run on the CPU.
+    """
+    if num_gpus <= 0:
+        return "cpu"
+    if not cuda_available:
+        raise RuntimeError(
+            f"extraction.resources.num_gpus is {num_gpus} but torch sees no CUDA device "
+            "(is torch built with CUDA?); set num_gpus: 0 to extract on the CPU"
+        )
+    return "cuda"
+
+
 class CheckpointWorker:
     """Holds one loaded checkpoint; writes the activations of one language at a time."""
 
     def __init__(self, source: str, revision: str, layers: list[int], config: StudyConfig):
         import torch
 
-        from probing.extraction import WordActivationExtractor, load_model
+        from probing.extraction import WordActivationExtractor, compute_torch_dtype, load_model
 
-        torch.set_num_threads(max(1, int(config.extraction.resources.num_cpus)))
-        device = "cuda" if config.extraction.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.loaded = load_model(*loadable_checkpoint(config.output_root, source, revision), device=device)
-        params = config.extraction.params
+        extraction = config.extraction
+        torch.set_num_threads(max(1, int(extraction.resources.num_cpus)))
+        device = torch.device(actor_device(extraction.resources.num_gpus, torch.cuda.is_available()))
+        params = extraction.params
+        self.loaded = load_model(
+            *loadable_checkpoint(config.output_root, source, revision),
+            device=str(device),
+            dtype=compute_torch_dtype(params.compute_dtype, device),
+            device_map=extraction.device_map,
+        )
         self.extractor = WordActivationExtractor(self.loaded, layers, params.max_length, params.batch_tokens)
         self.dtype = params.dtype
+        self.overlap = extraction.overlap
         self.store = Store(config.output_root)
         self.writers: dict[int, object] = {}
 
@@ -95,9 +121,27 @@ class CheckpointWorker:
         self.counts = {"sentences": 0, "dropped_sentences": 0, "words": 0, "dropped_words": 0, "tokens": 0}
         self.began = time.perf_counter()
 
-    def process(self, sentence_index: np.ndarray, sentences: list) -> int:
-        """Extract and write one chunk of sentences (`SurfaceText`); return how many it held."""
-        result = self.extractor.extract(sentences)
+    def extract_language(
+        self, language: str, paths: dict[int, str], fingerprints: dict[int, str], chunk_sentences: int
+    ) -> Iterator[int | dict]:
+        """Extract a language's stored sentences into its partitions: yields the sentences of each chunk
+        as it is written, then the language's statistics (`finish`); on any error, nothing is kept."""
+        self.begin(paths, fingerprints)
+        try:
+            yield from self.write_chunks(_sentence_chunks(self.store, language, chunk_sentences))
+        except BaseException:
+            self.abort()
+            raise
+        yield self.finish()
+
+    def write_chunks(self, chunks: Iterable[tuple[np.ndarray, list]]) -> Iterator[int]:
+        """Extract and write (sentence indices, `SurfaceText`s) chunks in order; yield each one's size."""
+        for sentence_index, sentences, result in self.extractor.extract_stream(chunks, self.overlap):
+            self.write(sentence_index, sentences, result)
+            yield len(sentences)
+
+    def write(self, sentence_index: np.ndarray, sentences: list, result) -> None:
+        """Write one extracted chunk (a `BatchResult` of ``sentences``) and count it."""
         kept_index = sentence_index[result.kept]
         lengths = np.asarray([len(sentences[i].starts) for i in result.kept], dtype=np.int64)
         keys = pa.array(np.repeat(kept_index, lengths).astype(np.int32))
@@ -114,7 +158,6 @@ class CheckpointWorker:
         self.counts["words"] += int(lengths.sum())
         self.counts["dropped_words"] += sum(len(sentences[i].starts) for i in result.dropped)
         self.counts["tokens"] += result.n_tokens
-        return len(sentences)
 
     def abort(self) -> None:
         """Drop the hidden files of a language that failed part-way."""
@@ -155,13 +198,13 @@ def _pending_units(
     return units
 
 
-def _sentence_chunks(store: Store, language: str):
-    """Stream a language's sentence table in chunks of CHUNK_SENTENCES, as (indices, `SurfaceText`s)."""
+def _sentence_chunks(store: Store, language: str, chunk_sentences: int) -> Iterator[tuple[np.ndarray, list]]:
+    """Stream a language's sentence table in chunks of ``chunk_sentences``, as (indices, `SurfaceText`s)."""
     from probing.datasets import surface_texts
 
     columns = ["sentence_index", "text", "char_start", "char_end"]
     with store.fs.open_input_file(store.path("sentences", language=language)) as handle:
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=CHUNK_SENTENCES, columns=columns):
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_sentences, columns=columns):
             yield batch.column("sentence_index").to_numpy(), surface_texts(batch)
 
 
@@ -208,19 +251,16 @@ def run_extraction(
             for position, (_, _, language, paths, fps) in enumerate(work):
                 key = f"model={spec.name}/checkpoint={revision}/language={language}"
                 try:
-                    ray.get(actor.begin.remote(paths, fps))
-                    in_flight: deque = deque()
-                    for index, sentences in _sentence_chunks(store, language):
-                        in_flight.append(actor.process.remote(index, sentences))
-                        if len(in_flight) >= IN_FLIGHT:
-                            n = ray.get(in_flight.popleft())
+                    stream = actor.extract_language.options(num_returns="streaming").remote(
+                        language, paths, fps, CHUNK_SENTENCES
+                    )
+                    for ref in stream:
+                        item = ray.get(ref)
+                        if isinstance(item, dict):
+                            stats = item
+                        else:
                             with lock:
-                                bar.update(n)
-                    for ref in in_flight:
-                        n = ray.get(ref)
-                        with lock:
-                            bar.update(n)
-                    stats = ray.get(actor.finish.remote())
+                                bar.update(item)
                     store.write(
                         pa.Table.from_pylist([stats], schema=STATS_SCHEMA),
                         store.path("extraction_stats", model=spec.name, checkpoint=revision, language=language),
@@ -232,8 +272,7 @@ def run_extraction(
                     failures.add(f"model={spec.name}/checkpoint={revision}/languages={','.join(remaining)}", err)
                     return  # the actor is gone; the checkpoint's unfinished languages wait for a rerun
                 except Exception as err:
-                    failures.add(key, err)
-                    ray.get(actor.abort.remote())
+                    failures.add(key, err)  # the actor dropped the language's hidden files
         finally:
             ray.kill(actor)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_jobs.config import ConfigError, load_config, model_revisions
+from ray_jobs.config import ConfigError, device_map_problems, load_config, model_revisions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,3 +137,40 @@ def test_shipped_configs_are_valid(ud_dir):
     assert dynamics.output_root.startswith("s3://")
     pitfalls = load_config(REPO / "configs" / "mbert-pitfalls.yaml", ud_dir=str(ud_dir), check_models=False)
     assert pitfalls.layers == (2, 7, 12) and pitfalls.probing.k == 100
+
+
+def test_compute_dtype_auto_is_bfloat16_with_a_gpu_and_float32_without(tmp_path):
+    cpu = load_config(write_config(tmp_path))
+    assert cpu.extraction.compute_dtype == "auto" and cpu.extraction.params.compute_dtype == "float32"
+    assert not cpu.extraction.overlap  # the background tokenizer only pays with an accelerator
+    gpu = load_config(write_config(tmp_path, extraction={"resources": {"num_gpus": 1}}))
+    assert gpu.extraction.params.compute_dtype == "bfloat16" and gpu.extraction.overlap
+    explicit = load_config(write_config(tmp_path, extraction={"compute_dtype": "bfloat16", "dtype": "float16"}))
+    assert explicit.extraction.params.compute_dtype == "bfloat16"  # on CPU only when asked for
+    assert explicit.extraction.params.dtype == "float16"
+    forced = load_config(write_config(tmp_path, extraction={"overlap_tokenization": True}))
+    assert forced.extraction.overlap
+
+
+def config_problems(path: Path) -> list[str]:
+    """The problems load_config reports for a config that must be rejected."""
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    return err.value.problems
+
+
+def test_bad_compute_dtype_and_device_map_on_cpu_are_config_errors(tmp_path):
+    reported = config_problems(write_config(tmp_path, extraction={"compute_dtype": "fp8", "device_map": "balanced"}))
+    problems = "\n".join(reported)
+    assert "extraction.compute_dtype: expected auto, float32, bfloat16, float16, got 'fp8'" in problems
+    assert "extraction.device_map: expected null or auto, got 'balanced'" in problems
+    assert "extraction.device_map: spreads a checkpoint over GPUs, but extraction.resources.num_gpus is 0" in problems
+    assert len(reported) == 3
+
+
+def test_device_map_needs_accelerate_and_gpus():
+    assert device_map_problems(None, 0, accelerate_installed=False) == []
+    assert device_map_problems("auto", 2, accelerate_installed=True) == []
+    [missing] = device_map_problems("auto", 2, accelerate_installed=False)
+    assert "needs the 'accelerate' package, which is not installed" in missing
+    assert len(device_map_problems("auto", 0, accelerate_installed=False)) == 2

@@ -1,23 +1,25 @@
 """Extraction job on a real local Ray cluster over real UD files: row counts, resume, kill-and-resume."""
 
+import dataclasses
 import os
 import signal
 import threading
 import time
+from itertools import islice
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from analysis.store import Store
+from probing.datasets import read_language
 from ray_jobs import extract
 from ray_jobs.common import Failures
 from ray_jobs.config import load_config
 from ray_jobs.prepare import run_prepare
-
-pytestmark = pytest.mark.slow
 
 
 def study(tmp_path: Path, ud_dir: Path, model_dir: Path, root: str, sentences: int = 120):
@@ -48,6 +50,7 @@ def extract_all(config, model_dir):
     return result.run, failures
 
 
+@pytest.mark.slow
 def test_activations_cover_every_word_and_a_rerun_does_nothing(ray_cluster, tmp_path, ud_dir, tiny_bloom_dir):
     config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
     done, failures = extract_all(config, tiny_bloom_dir)
@@ -105,6 +108,7 @@ def _visible_and_hidden(root: str) -> tuple[list[Path], list[Path]]:
     )
 
 
+@pytest.mark.slow
 def test_killing_a_worker_mid_run_hides_partial_files_and_a_rerun_matches(
     ray_cluster, tmp_path, ud_dir, tiny_bloom_dir, monkeypatch
 ):
@@ -145,3 +149,57 @@ def test_killing_a_worker_mid_run_hides_partial_files_and_a_rerun_matches(
     assert Store(config.output_root).stored_fingerprint(str(visible[0])) == Store(
         reference.output_root
     ).stored_fingerprint(str(Path(str(visible[0]).replace("killed", "reference"))))
+
+
+def test_the_actor_runs_on_cuda_exactly_when_its_resources_ask_for_a_gpu():
+    assert extract.actor_device(1, cuda_available=True) == "cuda"
+    assert extract.actor_device(0.5, cuda_available=True) == "cuda"
+    assert extract.actor_device(0, cuda_available=True) == "cpu"
+    assert extract.actor_device(0, cuda_available=False) == "cpu"
+    with pytest.raises(RuntimeError, match="num_gpus is 1 but torch sees no CUDA device"):
+        extract.actor_device(1, cuda_available=False)
+
+
+def with_extraction(config, **changes):
+    return dataclasses.replace(config, extraction=dataclasses.replace(config.extraction, **changes))
+
+
+def test_the_compute_dtype_is_in_the_activation_fingerprint_and_the_overlap_is_not(tmp_path, ud_dir, tiny_bloom_dir):
+    config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
+
+    def fp(c):
+        return extract.activation_fingerprint(c, str(tiny_bloom_dir), "step-b", 2, "sentences")
+
+    gpu = with_extraction(config, resources=dataclasses.replace(config.extraction.resources, num_gpus=1))
+    assert fp(config) == fp(with_extraction(config, compute_dtype="float32"))  # auto on CPU is float32
+    assert fp(config) != fp(with_extraction(config, compute_dtype="bfloat16"))
+    assert fp(gpu) == fp(with_extraction(gpu, compute_dtype="bfloat16"))  # auto with a GPU is bfloat16
+    assert fp(config) == fp(with_extraction(config, overlap_tokenization=True))  # bit-identical vectors
+
+
+def _write_language(config, model_dir, layer: int, sentences: list, name: str) -> np.ndarray:
+    """Run the actor's class in-process over the sentences; the stored vectors of one layer."""
+    worker = extract.CheckpointWorker(str(model_dir), "step-b", [layer], config)
+    path = Store(config.output_root).path("activations", model=name, checkpoint="step-b", layer=layer, language="en")
+    worker.begin({layer: path}, {layer: name})
+    chunks = ((np.arange(start, start + 8), sentences[start : start + 8]) for start in range(0, len(sentences), 8))
+    assert sum(worker.write_chunks(chunks)) == len(sentences)
+    worker.finish()
+    table = pq.read_table(path)
+    assert table.schema.field("vector").type.value_type.to_pandas_dtype() == np.dtype(config.extraction.dtype)
+    return np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def test_bfloat16_compute_is_stored_as_configured_and_close_to_float32(tmp_path, ud_dir, tiny_bloom_dir):
+    config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")  # stores float16
+    sentences = [s.surface for s in islice(read_language(ud_dir, "en"), 24)]
+    exact = _write_language(with_extraction(config, dtype="float32"), tiny_bloom_dir, 2, sentences, "f32")
+    half = _write_language(config, tiny_bloom_dir, 2, sentences, "f16")
+    low = _write_language(with_extraction(config, compute_dtype="bfloat16"), tiny_bloom_dir, 2, sentences, "bf16")
+    assert exact.shape == half.shape == low.shape == (sum(len(s.starts) for s in sentences), 32)
+
+    def error(x):
+        return float(np.linalg.norm(x - exact) / np.linalg.norm(exact))
+
+    assert 0 < error(half) < 1e-3  # float16 storage alone: 11 mantissa bits
+    assert error(half) < error(low) < 0.03  # bfloat16 compute: 8 mantissa bits, a few per mille

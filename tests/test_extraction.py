@@ -1,5 +1,6 @@
 """Activation extraction: surface text in, sub-words mapped by offsets, mean pooling, layer convention, limits."""
 
+import threading
 from itertools import islice
 
 import numpy as np
@@ -10,6 +11,7 @@ from probing.conllu_io import SurfaceText, read_conllu
 from probing.extraction import (
     LAYER_CONVENTION,
     WordActivationExtractor,
+    compute_torch_dtype,
     encode_text,
     encode_words,
     load_model,
@@ -253,3 +255,65 @@ def test_model_max_length_prefers_the_config():
 
     assert model_max_length(Config(), Tokenizer()) == 512
     assert model_max_length(object()) == 2048
+
+
+def _relative_error(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.linalg.norm(approx - exact) / np.linalg.norm(exact))
+
+
+@pytest.mark.parametrize("which", ["bloom", "bert"])
+def test_bfloat16_compute_gives_float32_vectors_close_to_the_float32_forward_pass(models, sentences, which):
+    loaded = models[which]
+    source = loaded.model.name_or_path
+    low = load_model(source, None, dtype=torch.bfloat16)
+    assert next(low.model.parameters()).dtype == torch.bfloat16
+    exact = WordActivationExtractor(loaded, [1, 2]).extract(sentences)
+    approx = WordActivationExtractor(low, [1, 2]).extract(sentences)
+    for layer in (1, 2):
+        assert approx.vectors[layer].dtype == np.float32  # pooled in float32 whatever the compute dtype
+        error = _relative_error(approx.vectors[layer], exact.vectors[layer])
+        # bfloat16 keeps 8 mantissa bits (2^-8 ≈ 0.004 per value): a few per mille after two blocks,
+        # never zero (else the forward pass did not run in bfloat16)
+        assert 0 < error < 0.03, (which, layer, error)
+
+
+def test_compute_dtype_names_are_checked():
+    assert compute_torch_dtype("float16", torch.device("cpu")) is torch.float16
+    with pytest.raises(ValueError, match="compute dtype 'int8': expected one of float32, bfloat16, float16"):
+        compute_torch_dtype("int8", torch.device("cpu"))
+
+
+def _chunks(sentences, size: int, readers: list[str]):
+    """(tag, sentences) chunks that record which thread read each one."""
+    for start in range(0, len(sentences), size):
+        readers.append(threading.current_thread().name)
+        yield start, sentences[start : start + size]
+
+
+@pytest.mark.parametrize("which", ["bloom", "bert"])
+def test_overlapped_tokenization_is_bit_identical_to_the_sequential_path(models, sentences, which):
+    extractor = WordActivationExtractor(models[which], [0, 2], batch_tokens=64)
+    sequential_readers, overlapped_readers = [], []
+    sequential = list(extractor.extract_stream(_chunks(sentences, 4, sequential_readers), overlap=False))
+    overlapped = list(extractor.extract_stream(_chunks(sentences, 4, overlapped_readers), overlap=True))
+    assert len(sequential) == len(overlapped) == -(-len(sentences) // 4)
+    for (tag_a, chunk_a, a), (tag_b, chunk_b, b) in zip(sequential, overlapped, strict=True):
+        assert tag_a == tag_b and chunk_a == chunk_b and a.kept == b.kept and a.n_tokens == b.n_tokens
+        for layer in (0, 2):
+            assert np.array_equal(a.vectors[layer], b.vectors[layer])
+            assert np.array_equal(a.vectors[layer], extractor.extract(chunk_a).vectors[layer])
+    # the overlapped stream really read and prepared its chunks in the background thread
+    assert set(sequential_readers) == {threading.current_thread().name}
+    assert all(name.startswith("xling-prepare") for name in overlapped_readers)
+
+
+def test_a_device_map_loaded_model_gives_the_same_vectors(models, sentences):
+    """The device_map path (accelerate places the weights; on this CPU-only machine all on the CPU)
+    feeds inputs to the embeddings' device and pools each layer where it lies: same vectors."""
+    loaded = models["bloom"]
+    mapped = load_model(loaded.model.name_or_path, None, device_map="auto")
+    assert mapped.device == torch.device("cpu")  # read from the input embeddings, where accelerate put them
+    expected = WordActivationExtractor(loaded, [1, 2]).extract(sentences)
+    result = WordActivationExtractor(mapped, [1, 2]).extract(sentences)
+    for layer in (1, 2):
+        np.testing.assert_allclose(result.vectors[layer], expected.vectors[layer], rtol=1e-5, atol=1e-6)
