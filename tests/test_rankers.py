@@ -21,8 +21,8 @@ from probing.rankers import (
     reverse,
 )
 from probing.rankers.base import class_prior, entropy, weight_penalty
-from probing.rankers.linear import train_elastic_net
 from probing.rankers.latent import masked_nll, sample_masks, stopping_split, surrogate_loss
+from probing.rankers.linear import train_elastic_net
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -357,8 +357,15 @@ def test_the_entropy_weight_pulls_q_towards_one_half_in_the_gradient():
     params = LatentParams(entropy_weight=1.0, l1=0.0, l2=0.0)
     logits = torch.tensor([2.0, -3.0, 0.0], requires_grad=True)
     x = torch.zeros(8, 3)  # no information: only the entropy term moves φ
-    surrogate_loss(x, torch.zeros(8, dtype=torch.int64), torch.zeros(2, 3), torch.zeros(2), logits, params,
-                   torch.Generator().manual_seed(0)).backward()
+    surrogate_loss(
+        x,
+        torch.zeros(8, dtype=torch.int64),
+        torch.zeros(2, 3),
+        torch.zeros(2),
+        logits,
+        params,
+        torch.Generator().manual_seed(0),
+    ).backward()
     p = torch.sigmoid(logits.detach())
     np.testing.assert_allclose(logits.grad.numpy(), (logits.detach() * p * (1 - p)).numpy(), atol=1e-6)  # −∂H/∂φ
 

@@ -330,7 +330,9 @@ class GreedyRanker(RankerBase):
         """Fit the model on train once, then rank: k neurons greedily on dev, the rest by first-step score."""
         n_classes = check_inputs(X_train, y_train, X_dev, y_dev, need_dev=True)
         check_k(self.params.k, X_train.shape[1])
-        self.standardiser_ = Standardiser.fit(X_train) if self.standardises() else Standardiser.identity(X_train.shape[1])
+        self.standardiser_ = (
+            Standardiser.fit(X_train) if self.standardises() else Standardiser.identity(X_train.shape[1])
+        )
         y_train, y_dev = y_train.astype(np.int64), y_dev.astype(np.int64)
         self._fit_model(self.standardiser_(X_train), y_train, self.standardiser_(X_dev), y_dev, n_classes)
         result = greedy_select(self.greedy_scorer(X_dev, y_dev), self.params.k)

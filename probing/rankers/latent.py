@@ -173,16 +173,19 @@ def surrogate_loss(
     masks = sample_masks(mask_logits, params.n_samples, len(x), params.mask_sharing, generator)
     nll = masked_nll(x, y, weight, bias, masks)
     losses = nll if params.mask_sharing == "per_example" else nll.mean(dim=1, keepdim=True)
-    log_q = -F.binary_cross_entropy_with_logits(
-        mask_logits.expand_as(masks), masks, reduction="none"
-    ).sum(dim=2)  # (S, n) or (S, 1)
+    log_q = -F.binary_cross_entropy_with_logits(mask_logits.expand_as(masks), masks, reduction="none")
+    log_q = log_q.sum(dim=2)  # log q(m) per mask: (S, n) or (S, 1)
     advantage = (losses - score_function_baseline(losses, params.baseline)).detach()
     penalty = weight_penalty(weight, params.l1, params.l2)
     return nll.mean() + (advantage * log_q).mean() - params.entropy_weight * mask_entropy(mask_logits) + penalty
 
 
 def stopping_loss(
-    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask_logits: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    mask_logits: torch.Tensor,
     params: LatentParams,
 ) -> float:
     """Early-stopping loss as 002's ``loss_real``: MC NLL under q_φ − entropy_scale · H(q_φ).
@@ -203,7 +206,7 @@ def stopping_split(
     if params.early_stopping == "dev":
         return Z_train, y_train, Z_dev, y_dev
     permutation = np.random.default_rng(params.seed).permutation(len(y_train))
-    n_held = max(1, int(round(HOLDOUT_FRACTION * len(y_train))))
+    n_held = max(1, round(HOLDOUT_FRACTION * len(y_train)))
     held, kept = permutation[:n_held], permutation[n_held:]
     return Z_train[kept], y_train[kept], Z_train[held], y_train[held]
 
