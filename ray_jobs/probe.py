@@ -75,7 +75,9 @@ class CannotProbe(ValueError):
 
 
 def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints]) -> list[dict]:
-    """Every trial of the study, with the fingerprint of what it depends on."""
+    """Every trial of the study, with the fingerprint of what it depends on (the rankers' version included)."""
+    from probing.rankers import RANKERS_VERSION
+
     p = config.probing
     languages = [lang for lang in config.languages if lang in data_fps]
     specs = []
@@ -107,6 +109,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                     "activation_fingerprint": act_fp,
                     "fingerprint": fingerprint(
                         "probe",
+                        RANKERS_VERSION,
                         key,
                         seed,
                         p.k,
