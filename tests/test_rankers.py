@@ -386,6 +386,17 @@ def test_the_l2_penalty_is_the_squared_or_the_plain_norm(l2_penalty):
     W = np.random.default_rng(0).normal(size=(3, 7))
     expected = 1e-3 * np.abs(W).sum() + 0.5 * (np.sum(W**2) if l2_penalty == "squared" else np.sqrt(np.sum(W**2)))
     np.testing.assert_allclose(float(weight_penalty(torch.from_numpy(W), 1e-3, 0.5, l2_penalty)), expected, rtol=1e-12)
+    zero = torch.zeros(3, 7, requires_grad=True)  # the probes start here: the gradient must be finite
+    weight_penalty(zero, 1e-3, 0.5, l2_penalty).backward()
+    assert torch.all(torch.isfinite(zero.grad))
+
+
+def test_the_norm_penalised_linear_ranker_still_finds_the_planted_neurons(planted):
+    X_train, y_train, _, _ = planted
+    ranker = make_ranker("linear", {**FAST["linear"], "standardise": False, "l2_penalty": "norm"})
+    ranking = ranker.fit(X_train, y_train)
+    assert np.all(np.isfinite(ranker.weight_))
+    assert set(ranking.order[:5].tolist()) == set(PLANTED)
 
 
 def test_the_linear_ranker_trains_on_raw_or_standardised_inputs(planted):

@@ -186,9 +186,13 @@ def check_criterion(criterion: str) -> None:
 
 
 def weight_penalty(weight: torch.Tensor, l1: float, l2: float, l2_penalty: str = "squared") -> torch.Tensor:
-    """Elastic-net penalty λ1 ‖W‖₁ + λ2 ‖W‖²₂ ("squared") or λ1 ‖W‖₁ + λ2 ‖W‖₂ ("norm", paper 003's code)."""
-    squared = weight.square().sum()
-    return l1 * weight.abs().sum() + l2 * (squared if l2_penalty == "squared" else squared.sqrt())
+    """Elastic-net penalty λ1 ‖W‖₁ + λ2 ‖W‖²₂ ("squared") or λ1 ‖W‖₁ + λ2 ‖W‖₂ ("norm", paper 003's code).
+
+    The norm is ``vector_norm``, whose gradient at W = 0 is the subgradient 0; ``sqrt(sum W²)`` would
+    give NaN there, and the probes start from W = 0.
+    """
+    l2_term = weight.square().sum() if l2_penalty == "squared" else torch.linalg.vector_norm(weight)
+    return l1 * weight.abs().sum() + l2 * l2_term
 
 
 class Ranker(Protocol):
