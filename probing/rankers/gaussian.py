@@ -78,6 +78,10 @@ class GaussianParams(RankerParams):
     ``covariance`` "mean" (the default) is the NIW posterior mean, which does not shrink Σ_c when d is
     large next to the class sizes; "map" is the reference's joint posterior mode, which at d = 1024
     and a few hundred examples per class makes greedy selection pick noise first (module docstring).
+    Measured by ``bench/ranking_quality.py`` (logistic regression on the top 5–50, mean over k): "mean"
+    0.704 against "map" 0.649 over five data sets; planted d = 1024: 0.892 against 0.548 (map's top 10
+    at chance, 0.15 for 6 classes). On the tiny BLOOM's d = 256 activations with thousands of words
+    per class the shrinkage is mild and "map" is slightly ahead (0.674 against 0.657).
     """
 
     k: int = 50
