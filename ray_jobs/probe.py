@@ -76,8 +76,10 @@ METRIC_SCHEMA = pa.schema(
 
 
 def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints]) -> list[dict]:
-    """Every trial of the study, with the fingerprint of what it depends on (the evaluation's version included)."""
+    """Every trial of the study, with the fingerprint of what it depends on (the evaluation's and rankers' versions
+    included)."""
     from probing.evaluation import EVALUATION_VERSION
+    from probing.rankers import RANKERS_VERSION
 
     p = config.probing
     languages = [lang for lang in config.languages if lang in data_fps]
@@ -115,6 +117,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                         "probe",
                         TRIAL_SEED_VERSION,
                         EVALUATION_VERSION,
+                        RANKERS_VERSION,
                         key,
                         seed,
                         p.k,

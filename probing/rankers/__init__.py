@@ -17,6 +17,12 @@ from probing.rankers.latent import LatentParams, LatentProbe, LatentRanker
 from probing.rankers.linear import LinearParams, LinearRanker
 from probing.rankers.probeless import ProbelessRanker, RandomRanker
 
+#: Version of what the rankers compute for the same hyperparameter overrides; hashed into every probe
+#: trial's fingerprint so that stored rankings are recomputed when it changes. 2 (issue 8): new latent
+#: defaults (H(q) weight 1 in the gradient, raw inputs, per-example masks, leave-one-out baseline,
+#: early stopping on the MC ELBO) and the linear ranker's ``standardise``/``l2_penalty``.
+RANKERS_VERSION = 2
+
 RANKERS: dict[str, type] = {
     cls.method: cls for cls in (LatentRanker, GaussianRanker, LinearRanker, ProbelessRanker, RandomRanker)
 }
@@ -39,6 +45,7 @@ def make_ranker(method: str, params: dict | None = None, seed: int = 0) -> Ranke
 
 __all__ = [
     "RANKERS",
+    "RANKERS_VERSION",
     "GaussianModel",
     "GaussianParams",
     "GaussianRanker",

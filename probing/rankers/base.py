@@ -14,12 +14,16 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 #: Candidates whose dev log-likelihood is within this of the best count as tied; the lowest index
 #: wins. It absorbs the ~1e-15 rounding differences between the vectorised and the loop scorers.
 TIE_TOLERANCE = 1e-9
 
 CRITERIA = ("nmi", "loglik")
+#: How an L2 penalty on probe weights W is computed: λ2 Σ W² ("squared", weight decay) or λ2 ‖W‖ (the
+#: unsquared Frobenius norm, as paper 003's code computes it).
+L2_PENALTIES = ("squared", "norm")
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,11 @@ class Standardiser:
         std = X.std(axis=0)
         return cls(mean=X.mean(axis=0), std=np.where(std > 0, std, 1.0))
 
+    @classmethod
+    def identity(cls, d: int) -> Standardiser:
+        """The transform that leaves raw activations as they are (mean 0, std 1 for every neuron)."""
+        return cls(mean=np.zeros(d), std=np.ones(d))
+
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Standardised float64 copy of X."""
         return (np.asarray(X, dtype=np.float64) - self.mean) / self.std
@@ -159,10 +168,31 @@ def criterion_scores(loglik: np.ndarray, criterion: str, prior_entropy: float) -
     return (prior_entropy + loglik) / prior_entropy
 
 
+def check_choice(name: str, value: object, allowed: tuple) -> None:
+    """Reject a hyperparameter value outside its allowed set, naming the field and the allowed values."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_bool(name: str, value: object) -> None:
+    """Reject a non-boolean flag (e.g. the string "false" from a hand-written config)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def check_criterion(criterion: str) -> None:
     """Reject unknown greedy criteria."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    check_choice("criterion", criterion, CRITERIA)
+
+
+def weight_penalty(weight: torch.Tensor, l1: float, l2: float, l2_penalty: str = "squared") -> torch.Tensor:
+    """Elastic-net penalty λ1 ‖W‖₁ + λ2 ‖W‖²₂ ("squared") or λ1 ‖W‖₁ + λ2 ‖W‖₂ ("norm", paper 003's code).
+
+    The norm is ``vector_norm``, whose gradient at W = 0 is the subgradient 0; ``sqrt(sum W²)`` would
+    give NaN there, and the probes start from W = 0.
+    """
+    l2_term = weight.square().sum() if l2_penalty == "squared" else torch.linalg.vector_norm(weight)
+    return l1 * weight.abs().sum() + l2 * l2_term
 
 
 class Ranker(Protocol):
@@ -270,7 +300,7 @@ class ScoreRanker(RankerBase):
 
 
 class GreedyRanker(RankerBase):
-    """Shared fit of the greedy rankers: standardise, fit the model once, then choose k neurons on dev.
+    """Shared fit of the greedy rankers: standardise (unless ``standardises`` says not), fit once, choose k on dev.
 
     Subclasses set ``method`` and ``params_type`` and implement ``_fit_model``, ``greedy_scorer`` and
     ``predict_log_proba``; after ``fit``, ``standardiser_`` holds the train mean and std.
@@ -290,6 +320,10 @@ class GreedyRanker(RankerBase):
         """Log p(y | x) (n, C) from the given neurons only (all when None)."""
         raise NotImplementedError
 
+    def standardises(self) -> bool:
+        """Whether the model sees standardised activations (a masked neuron = its train mean) or raw ones (= 0)."""
+        return True
+
     def fit(
         self,
         X_train: np.ndarray,
@@ -300,7 +334,9 @@ class GreedyRanker(RankerBase):
         """Fit the model on train once, then rank: k neurons greedily on dev, the rest by first-step score."""
         n_classes = check_inputs(X_train, y_train, X_dev, y_dev, need_dev=True)
         check_k(self.params.k, X_train.shape[1])
-        self.standardiser_ = Standardiser.fit(X_train)
+        self.standardiser_ = (
+            Standardiser.fit(X_train) if self.standardises() else Standardiser.identity(X_train.shape[1])
+        )
         y_train, y_dev = y_train.astype(np.int64), y_dev.astype(np.int64)
         self._fit_model(self.standardiser_(X_train), y_train, self.standardiser_(X_dev), y_dev, n_classes)
         result = greedy_select(self.greedy_scorer(X_dev, y_dev), self.params.k)
