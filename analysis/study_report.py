@@ -141,7 +141,8 @@ def _findings(con: duckdb.DuckDBPyConnection, study: dict, views: set[str]) -> S
     findings = []
     if "overlap_pairs" in views:
         pairs = _records(
-            con, "SELECT model, attribute, method, rate, expected, k, pvalue, significant, pvalue_bh FROM overlap_pairs"
+            con,
+            "SELECT model, attribute, method, rate, expected, k, d, pvalue, significant, pvalue_bh FROM overlap_pairs",
         )
         trends = _records(con, "SELECT * FROM overlap_trends") if "overlap_trends" in views else []
         findings += control_findings(pairs) + overlap_findings(pairs, trends)

@@ -142,3 +142,28 @@ def test_trend_rows_find_a_rising_overlap_and_not_a_flat_one():
     assert trends["latent"]["spearman_rho"] == pytest.approx(1.0)
     assert trends["latent"]["pvalue"] == pytest.approx(1 / 60)
     assert trends["random"]["pvalue"] > 0.5
+
+
+def test_many_small_random_matrices_are_at_chance_though_a_few_pass_holm_alone():
+    """Holm is per matrix: across 60 two-language matrices about 3 pairs pass it by chance; BH does not."""
+    d, k = 256, 13
+    rng = np.random.default_rng(2)
+    records = [
+        {
+            "model": "m",
+            "checkpoint": "c",
+            "layer": layer,
+            "language": lang,
+            "attribute": "Number",
+            "method": "random",
+            "seed": 0,
+            "ranking": rng.permutation(d),
+            "k": k,
+        }
+        for layer in range(60)
+        for lang in ("a", "b")
+    ]
+    pairs, _ = cross_lingual_rows(records, {("m", "c"): 0})
+    (finding,) = control_findings(with_study_wide_bh(pairs))
+    assert finding.numbers["holm"] >= 1  # this seed has chance Holm hits, which must not count as a defect
+    assert finding.numbers["at_chance"], finding.sentence
