@@ -146,15 +146,11 @@ def report_path(config: StudyConfig) -> Path:
     return Store(config.output_root).local_dir() / "report" / "index.html"
 
 
-def study_k(config: StudyConfig, con: duckdb.DuckDBPyConnection) -> int:
-    """The overlap k of the study: the config's k, or with ``k_fraction`` the k most rankings were stored with."""
-    if config.probing.k_fraction is None:
+def study_k(config: StudyConfig, con: duckdb.DuckDBPyConnection, views: set[str]) -> int:
+    """The overlap k of the study: the config's k, or with ``k_fraction`` the k most overlap matrices used."""
+    if config.probing.k_fraction is None or "overlap_summary" not in views:
         return config.probing.k
-    try:
-        row = con.execute("SELECT k FROM rankings GROUP BY k ORDER BY count(*) DESC, k LIMIT 1").fetchone()
-    except duckdb.Error:  # no rankings stored yet
-        row = None
-    return int(row[0]) if row else config.probing.k
+    return int(con.execute("SELECT k FROM overlap_summary GROUP BY k ORDER BY count(*) DESC, k LIMIT 1").fetchone()[0])
 
 
 def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
@@ -172,7 +168,7 @@ def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
     con = open_results(config.output_root)
     study = {
         "name": config.name,
-        "k": study_k(config, con),
+        "k": study_k(config, con, {row[0] for row in con.execute("SHOW TABLES").fetchall()}),
         "methods": list(config.probing.methods),
         "languages": list(config.languages),
         "attributes": list(config.attributes),
