@@ -20,8 +20,10 @@ from probing.rankers.probeless import ProbelessRanker, RandomRanker
 #: Version of what the rankers compute for the same hyperparameter overrides; hashed into every probe
 #: trial's fingerprint so that stored rankings are recomputed when it changes. 2 (issue 8): new latent
 #: defaults (H(q) weight 1 in the gradient, raw inputs, per-example masks, leave-one-out baseline,
-#: early stopping on the MC ELBO) and the linear ranker's ``standardise``/``l2_penalty``.
-RANKERS_VERSION = 2
+#: early stopping on the MC ELBO) and the linear ranker's ``standardise``/``l2_penalty``. 3 (issue 10):
+#: greedy steps screened in float32 and confirmed in float64 (the same choices; scores may differ by float
+#: rounding), the ``greedy_precision`` field and new ``chunk_size`` defaults of the greedy rankers.
+RANKERS_VERSION = 3
 
 RANKERS: dict[str, type] = {
     cls.method: cls for cls in (LatentRanker, GaussianRanker, LinearRanker, ProbelessRanker, RandomRanker)

@@ -21,18 +21,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from probing.rankers.base import (
+    PRECISIONS,
     GreedyRanker,
     GreedyScorer,
     RankerParams,
+    ScreenedGreedy,
     check_bool,
     check_choice,
     check_criterion,
+    check_precision,
+    column_chunks,
+    label_blocks,
+    mean_loglik_from_differences,
+    take,
     weight_penalty,
 )
 
@@ -105,10 +113,12 @@ class LatentParams(RankerParams):
     l2: float = 1e-5
     max_epochs: int = 200
     patience: int = 20
-    chunk_size: int = 32
+    chunk_size: int = 64
+    greedy_precision: str = "float32"
 
     def __post_init__(self) -> None:
         check_criterion(self.criterion)
+        check_precision(self.greedy_precision)
         check_bool("standardise", self.standardise)
         check_choice("mask_sharing", self.mask_sharing, MASK_SHARING)
         check_choice("baseline", self.baseline, BASELINES)
@@ -262,35 +272,62 @@ def train_latent_probe(
     return LatentProbe(weight=w, bias=b, mask_logits=phi, best_epoch=best_epoch)
 
 
-class LatentGreedy:
-    """Vectorised greedy scorer: every candidate of a step from the chosen set's logits plus one column."""
+class LatentGreedy(ScreenedGreedy):
+    """Vectorised greedy scorer: every candidate of a step from the chosen set's logits plus one column.
 
-    def __init__(self, probe: LatentProbe, Z: np.ndarray, y: np.ndarray, chunk_size: int):
-        self.x = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float64))
-        self.y = torch.from_numpy(y)
-        self.weight = torch.from_numpy(probe.weight)
-        self.weight_y = self.weight[self.y]  # (N, d): the true class's weight for every neuron
-        self.base = torch.from_numpy(probe.bias)[:, None].expand(-1, len(y)).clone()  # (C, N) chosen-set logits
+    With rows grouped by label (`label_blocks`), the logit of class c minus that of the true class y' of
+    candidate j is (base_c − base_y')[n] + (W_cj − W_y'j) x_jn: one fused multiply-add per (label block,
+    class), then one exp and one add per element (`mean_loglik_from_differences`); the N·d·C
+    exponentials are the floor of a step (``bench/greedy.py``).
+    Inputs are stored candidate-major (d, N), so that a chunk of candidates is a contiguous view.
+    """
+
+    def __init__(
+        self, probe: LatentProbe, Z: np.ndarray, y: np.ndarray, chunk_size: int, device: torch.device, precision: str
+    ):
+        order, self.blocks = label_blocks(y)
+        self.device, self.precision, self.chunk_size = device, PRECISIONS[precision], chunk_size
+        x = torch.from_numpy(np.ascontiguousarray(Z[order].T, dtype=np.float64)).to(device)  # (d, N)
+        weight = torch.from_numpy(probe.weight).to(device)
+        self.x = {torch.float64: x, self.precision: x.to(self.precision)}
+        self.weight = weight
+        difference = weight[:, None, :] - weight[None, :, :]  # W_c − W_y' for every (class c, label y'): (C, C, d)
+        self.weight_difference = {dtype: difference.to(dtype) for dtype in self.x}
+        self.base = torch.from_numpy(probe.bias).to(device)[:, None].expand(-1, len(y)).clone()  # (C, N) chosen set
         self.chosen = torch.zeros(Z.shape[1], dtype=torch.bool)
-        self.chunk_size = chunk_size
 
-    def scores(self) -> np.ndarray:
-        """Mean dev log-likelihood after adding each neuron, one (C, N, chunk) logit tensor per chunk."""
-        d = self.x.shape[1]
-        out = torch.empty(d, dtype=torch.float64)
-        base_y = self.base.gather(0, self.y[None])[0, :, None]  # (N, 1)
-        for start in range(0, d, self.chunk_size):
-            cols = slice(start, start + self.chunk_size)
-            x = self.x[:, cols]
-            logits = torch.addcmul(self.base[:, :, None], x[None], self.weight[:, None, cols])
-            out[cols] = (base_y + x * self.weight_y[:, cols] - torch.logsumexp(logits, dim=0)).mean(dim=0)
-        out[self.chosen] = -math.inf
-        return out.numpy()
+    def candidate_scores(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Mean dev log-likelihood after adding each of ``columns``, one (chunk × rows) tensor per (block, class)."""
+        base_difference = {  # (base_c − base_y')[rows of y'] per label block, cast once per step
+            label: (self.base[:, start:stop] - self.base[label, start:stop]).to(dtype)
+            for label, start, stop in self.blocks
+        }
+        out = []
+        for chunk in column_chunks(columns.to(self.device), self.chunk_size):
+            x = take(self.x[dtype], 0, chunk)  # (m, N)
+            weights = self.weight_difference[dtype].index_select(2, chunk)[..., None]  # (C, C, m, 1)
+            differences = partial(_logit_differences, base_difference, x, weights)
+            out.append(mean_loglik_from_differences(differences, self.blocks, len(self.weight)))
+        return torch.cat(out)
 
     def add(self, neuron: int) -> None:
-        """Fold the neuron's contribution into the chosen set's logits."""
-        self.base += self.weight[:, neuron, None] * self.x[None, :, neuron]
+        """Fold the neuron's contribution into the chosen set's logits (float64)."""
+        self.base += self.weight[:, neuron, None] * self.x[torch.float64][None, neuron, :]
         self.chosen[neuron] = True
+
+
+def _logit_differences(
+    base_difference: dict[int, torch.Tensor],
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    c: int,
+    label: int,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
+    """Logit of class c minus the true class's, (base_c − base_y')[n] + (W_cj − W_y'j) x_jn, for the rows of
+    label y' (m, rows)."""
+    return torch.addcmul(base_difference[label][c], x[:, start:stop], weights[c, label])
 
 
 class LatentGreedyLoop:
@@ -344,7 +381,7 @@ class LatentRanker(GreedyRanker):
         """A fresh greedy search on (X, y) with the trained probe: vectorised, or the per-candidate reference."""
         Z, y = self.standardiser_(X), np.asarray(y, dtype=np.int64)
         if vectorized:
-            return LatentGreedy(self.probe_, Z, y, self.params.chunk_size)
+            return LatentGreedy(self.probe_, Z, y, self.params.chunk_size, self.device, self.params.greedy_precision)
         return LatentGreedyLoop(self.probe_, Z, y)
 
     def predict_log_proba(self, X: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
