@@ -30,8 +30,9 @@ RANKERS: dict[str, type] = {
 }
 
 
-def make_ranker(method: str, params: dict | None = None, seed: int = 0) -> Ranker:
-    """A ranker by method name, its hyperparameters = defaults overridden by ``params``, with ``seed``."""
+def make_ranker(method: str, params: dict | None = None, seed: int = 0, device: str = "cpu") -> Ranker:
+    """A ranker by method name, its hyperparameters = defaults overridden by ``params``, with ``seed``,
+    computing on the torch ``device`` (not a hyperparameter: not in ``params`` nor in any fingerprint)."""
     if method not in RANKERS:
         raise ValueError(f"unknown ranking method {method!r}; known: {sorted(RANKERS)}")
     cls = RANKERS[method]
@@ -42,7 +43,7 @@ def make_ranker(method: str, params: dict | None = None, seed: int = 0) -> Ranke
         raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(known)}")
     if params.setdefault("seed", seed) != seed:
         raise ValueError(f"params give seed {params['seed']} but seed={seed}; pass the seed once")
-    return cls(cls.params_type(**params))
+    return cls(cls.params_type(**params), device=device)
 
 
 __all__ = [

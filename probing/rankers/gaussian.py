@@ -142,17 +142,25 @@ class GaussianModel:
 
 
 def fit_gaussian_niw(
-    Z: np.ndarray, y: np.ndarray, n_classes: int, covariance: str = "mean", jitter: float = 1e-6
+    Z: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    covariance: str = "mean",
+    jitter: float = 1e-6,
+    device: str | torch.device = "cpu",
 ) -> GaussianModel:
-    """Per-class (μ_c, Σ_c) under the NIW prior of the module docstring: posterior mode or mean of Σ_c."""
+    """Per-class (μ_c, Σ_c) under the NIW prior of the module docstring: posterior mode or mean of Σ_c.
+
+    The scatter matrices (O(n D²), the cost of the fit) are float64 products on ``device``.
+    """
     n, D = Z.shape
     means, covs = np.zeros((n_classes, D)), np.zeros((n_classes, D, D))
     counts = np.bincount(y, minlength=n_classes)
     for c in range(n_classes):
         Zc = np.asarray(Z[y == c], dtype=np.float64)
         means[c] = Zc.mean(axis=0)
-        centred = Zc - means[c]
-        scatter = centred.T @ centred
+        centred = torch.from_numpy(Zc - means[c]).to(device)
+        scatter = (centred.T @ centred).cpu().numpy()
         posterior_scale = np.diag(np.diag(scatter) / counts[c]) + scatter  # Λn = Λ0 + S_c
         denominator = counts[c] + 2 * D + 4 if covariance == "map" else counts[c] + 1
         covs[c] = posterior_scale / denominator + jitter * np.eye(D)
@@ -332,7 +340,9 @@ class GaussianRanker(GreedyRanker):
     def _fit_model(
         self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int
     ) -> None:
-        self.model_ = fit_gaussian_niw(Z_train, y_train, n_classes, self.params.covariance, self.params.jitter)
+        self.model_ = fit_gaussian_niw(
+            Z_train, y_train, n_classes, self.params.covariance, self.params.jitter, self.device
+        )
 
     def greedy_scorer(self, X: np.ndarray, y: np.ndarray, vectorized: bool = True) -> GreedyScorer:
         """A fresh greedy search on (X, y) with the fitted Gaussians: vectorised, or the per-candidate reference."""

@@ -219,7 +219,7 @@ def stopping_loss(
     The masks come from a generator re-seeded every epoch (common random numbers), so that the
     comparison between epochs is not drowned in Monte-Carlo noise.
     """
-    generator = torch.Generator().manual_seed(params.seed + 1)
+    generator = torch.Generator(device=x.device).manual_seed(params.seed + 1)
     masks = sample_masks(mask_logits, params.n_samples, len(x), params.mask_sharing, generator)
     nll = masked_nll(x, y, weight, bias, masks).mean()
     return float(nll - params.entropy_scale * mask_entropy(mask_logits))
@@ -238,21 +238,32 @@ def stopping_split(
 
 
 def train_latent_probe(
-    Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int, params: LatentParams
+    Z_train: np.ndarray,
+    y_train: np.ndarray,
+    Z_dev: np.ndarray,
+    y_dev: np.ndarray,
+    n_classes: int,
+    params: LatentParams,
+    device: str | torch.device = "cpu",
 ) -> LatentProbe:
-    """Maximise the ELBO with Adam; keep the parameters of the best stopping loss (``stopping_split``)."""
-    generator = torch.Generator().manual_seed(params.seed)
+    """Maximise the ELBO with Adam on ``device``; keep the parameters of the best stopping loss (``stopping_split``).
+
+    The masks and minibatch orders are drawn by a generator on ``device``: seeded and reproducible on
+    each device, but a GPU's stream is not the CPU's, so a GPU-trained probe is another draw of the
+    same estimator (its choices agree with the CPU's where the data decide them, not bit for bit).
+    """
+    generator = torch.Generator(device=device).manual_seed(params.seed)
     fit_x, fit_y, stop_x, stop_y = stopping_split(Z_train, y_train, Z_dev, y_dev, params)
-    x, y = torch.from_numpy(fit_x).float(), torch.from_numpy(fit_y)
-    x_stop, y_stop = torch.from_numpy(stop_x).float(), torch.from_numpy(stop_y)
+    x, y = torch.from_numpy(fit_x).float().to(device), torch.from_numpy(fit_y).to(device)
+    x_stop, y_stop = torch.from_numpy(stop_x).float().to(device), torch.from_numpy(stop_y).to(device)
     d = x.shape[1]
-    weight = torch.zeros(n_classes, d, requires_grad=True)
-    bias = torch.zeros(n_classes, requires_grad=True)
-    mask_logits = torch.zeros(d, requires_grad=True)  # q = Bernoulli(0.5): the maximum-entropy start
+    weight = torch.zeros(n_classes, d, device=device, requires_grad=True)
+    bias = torch.zeros(n_classes, device=device, requires_grad=True)
+    mask_logits = torch.zeros(d, device=device, requires_grad=True)  # q = Bernoulli(0.5): the maximum-entropy start
     optimizer = torch.optim.Adam([weight, bias, mask_logits], lr=params.lr)
     best, best_state, best_epoch, stale = math.inf, None, 0, 0
     for epoch in range(1, params.max_epochs + 1):
-        permutation = torch.randperm(len(x), generator=generator)
+        permutation = torch.randperm(len(x), generator=generator, device=device)
         for start in range(0, len(x), params.batch_size):
             batch = permutation[start : start + params.batch_size]
             loss = surrogate_loss(x[batch], y[batch], weight, bias, mask_logits, params, generator)
@@ -263,7 +274,7 @@ def train_latent_probe(
             loss = stopping_loss(x_stop, y_stop, weight, bias, mask_logits, params)
         if loss < best:
             best, best_epoch, stale = loss, epoch, 0
-            best_state = [t.detach().double().clone() for t in (weight, bias, mask_logits)]
+            best_state = [t.detach().double().cpu() for t in (weight, bias, mask_logits)]
         else:
             stale += 1
             if stale >= params.patience:
@@ -375,7 +386,7 @@ class LatentRanker(GreedyRanker):
     def _fit_model(
         self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int
     ) -> None:
-        self.probe_ = train_latent_probe(Z_train, y_train, Z_dev, y_dev, n_classes, self.params)
+        self.probe_ = train_latent_probe(Z_train, y_train, Z_dev, y_dev, n_classes, self.params, self.device)
 
     def greedy_scorer(self, X: np.ndarray, y: np.ndarray, vectorized: bool = True) -> GreedyScorer:
         """A fresh greedy search on (X, y) with the trained probe: vectorised, or the per-candidate reference."""
