@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 #: Candidates whose dev log-likelihood is within this of the best count as tied; the lowest index
-#: wins. It absorbs the ~1e-15 rounding differences between the vectorised and the loop scorers.
+#: wins. It absorbs the ~1e-15 rounding differences between the vectorised and the loop scorers. It is
+#: applied to float64 scores only: float32 rounding (~1e-6 here) is far above it, so float32 screening
+#: never decides a tie; the near-best candidates are re-scored in float64 first (`refine_near_best`).
 TIE_TOLERANCE = 1e-9
 
 #: Screened (low-precision) scores within SCREEN_MARGIN · (1 + |best|) of the best are re-scored in

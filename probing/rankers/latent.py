@@ -13,7 +13,8 @@ dev or on 10% of train held out (``early_stopping``).
 The probe is trained once; then k neurons are chosen greedily on dev (eq. 3), each step adding the
 neuron that most raises the dev log-likelihood of the labels with every non-chosen neuron zeroed.
 With S chosen, the logits for candidate j are base_S + W[:, j] x_j, so a step scores all candidates
-in one (N × candidates × C) computation (chunked over candidates); ``greedy_scorer(...,
+in a few fused passes over (candidates × N) per class, chunked over candidates, screened in float32
+and confirmed in float64 (`probing.rankers.base.ScreenedGreedy`); ``greedy_scorer(...,
 vectorized=False)`` is the per-candidate reference, one masked forward pass per candidate.
 """
 
@@ -94,6 +95,9 @@ class LatentParams(RankerParams):
     - On the tiny model no collapse of q was seen with either setting (mean q 0.50–0.52; en POS
       single-neuron dev log-likelihoods −1.82 for both, above the prior's −1.93), so the issue's
       −4.3 is not reproduced there; the planted pairs are where the old choices fail.
+    ``chunk_size`` (candidates scored together: memory O(chunk_size · N)) and ``greedy_precision``
+    ("float32": screen in float32, confirm the near-best in float64, the same choices as "float64",
+    which computes every step in float64 and is 1.5-2× slower) change speed, not choices.
     ``criterion`` only changes the reported scores: "nmi" and "loglik" are both monotone in the dev
     cross-entropy, so they choose the same neurons.
     """
