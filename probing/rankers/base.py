@@ -259,16 +259,18 @@ def refine_near_best(
     """Float64 scores (d,) from screened low-precision ones: every candidate that may be the best re-scored exactly.
 
     A candidate is re-scored by ``exact`` (its float64 score, given candidate indices) when its screened
-    score is within the margin m of the best screened one, or not finite (a float32 overflow). The
-    margin starts at SCREEN_MARGIN · (1 + |best|) and grows to SCREEN_SAFETY × the largest screening
-    error seen among the re-scored candidates until it covers it: then every candidate left out has a
-    float64 score below the best by more than m − 2e ≥ (1 − 2/SCREEN_SAFETY) m ≫ TIE_TOLERANCE, so
-    ``pick_best`` makes the float64 choice. Non-candidates (already chosen) are −inf.
+    score is within the margin m of the best finite screened one, or not finite (a float32 overflow).
+    m starts at SCREEN_MARGIN · (1 + |best|) and grows to SCREEN_SAFETY × the largest screening error e
+    seen among the re-scored candidates until it covers it. Assuming the candidates left out are
+    screened no less accurately (the same computation on data of the same scale), each has a float64
+    score below the best by more than m − 2e ≥ (1 − 2/SCREEN_SAFETY) m ≫ TIE_TOLERANCE, so ``pick_best``
+    makes the float64 choice (checked against all-float64 runs in the tests and ``bench/greedy.py``).
+    Non-candidates (already chosen) are −inf.
     """
     scores = torch.where(candidates, screened.double(), torch.tensor(-math.inf, dtype=torch.float64))
     suspect = candidates & ~torch.isfinite(scores)
     refined = torch.zeros_like(candidates)
-    best = float(scores.max())
+    best = _finite_max(scores)
     margin = SCREEN_MARGIN * (1 + abs(best)) if math.isfinite(best) else math.inf
     while True:
         todo = (candidates & ~refined & (scores >= best - margin)) | (suspect & ~refined)
@@ -279,8 +281,14 @@ def refine_near_best(
         finite = torch.isfinite(scores[index])
         error = float((values[finite] - scores[index][finite]).abs().max()) if bool(finite.any()) else 0.0
         scores[index], refined[index] = values, True
-        best = max(best, float(values.max()))
+        best = max(best, _finite_max(values))
         margin = max(margin, SCREEN_SAFETY * error)
+
+
+def _finite_max(values: torch.Tensor) -> float:
+    """The largest finite value, −inf when there is none (NaN and ±inf are left to the re-scoring)."""
+    finite = values[torch.isfinite(values)]
+    return float(finite.max()) if len(finite) else -math.inf
 
 
 class ScreenedGreedy:
