@@ -18,7 +18,8 @@ The defaults (d = 1024, k = 50, N = 10,000 dev, C = 6) take about half an hour o
 loops are slow by design (~11 min latent, ~15 min Gaussian). ``--quick`` (d = 256, k = 10,
 N = 2,000) is a smoke run of a few seconds. ``--device cuda`` runs the rankers and the floor on a GPU
 (wall seconds after synchronising); ``--gpu-scale`` (d = 2048, N = 50,000 dev) is issue 10's GPU
-figure: without the loop, which would take hours there, so it prints no ``ratio:`` line.
+figure: without the loop, which would take hours there, so it prints no ``ratio:`` line. ``--only``
+runs one ranker (its ``ratio:`` is then that ranker's).
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def main() -> None:
     parser.add_argument(
         "--gpu-scale", action="store_true", help="d = 2048, N = 50,000 dev, k = 50, without the loop (hours there)"
     )
+    parser.add_argument(
+        "--only", choices=("latent", "gaussian"), help="one ranker (e.g. the two in parallel processes)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -144,6 +148,8 @@ def main() -> None:
         ("latent", LatentRanker(LatentParams(k=k), device=args.device)),
         ("gaussian", GaussianRanker(GaussianParams(k=k), device=args.device)),
     ):
+        if args.only not in (None, name):
+            continue
         began = time.perf_counter()
         ranker.fit(X_train, y_train, X_dev, y_dev)
         print(f"{name} probe fitted once + greedy: {time.perf_counter() - began:.1f} s")
