@@ -71,6 +71,7 @@ import numpy as np
 import torch
 
 from probing.rankers.base import (
+    EXP_FLOOR,
     PRECISIONS,
     GreedyRanker,
     GreedyScorer,
@@ -298,13 +299,14 @@ def mean_loglik_weighted(
 
     Shifting by the true class (rows grouped by label, ``blocks``) instead of the maximum: its own term
     is 1, so the sum is ≥ 1 (no underflow to log 0, no pass for the maximum); an overflow (a difference
-    > 88 in float32) gives −inf, which `refine_near_best` re-scores in float64. Passes over C·m·N: the
-    subtraction, the exp (the floor) and the weighted sum over classes.
+    > 88 in float32) gives −inf, which `refine_near_best` re-scores in float64; differences below
+    EXP_FLOOR are clamped (its docstring). Passes over C·m·N: the subtraction, the clamp, the exp (the
+    floor) and the weighted sum over classes.
     """
     true = torch.empty_like(joint[0])
     for label, start, stop in blocks:
         true[:, start:stop] = joint[label, :, start:stop]
-    terms = joint.sub_(true).exp_()
+    terms = joint.sub_(true).clamp_min_(EXP_FLOOR).exp_()
     total = terms[0] * weights[0, :, None]
     for c in range(1, len(terms)):
         total.addcmul_(terms[c], weights[c, :, None])
