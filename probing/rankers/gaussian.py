@@ -227,8 +227,8 @@ class GaussianGreedy(ScreenedGreedy):
         """
         if self.stored is None or dtype != self.stored.dtype:
             return self._computed_residual(columns, dtype)
-        chunk = take(self.stored, 1, columns)
-        if self.pending is not None:
+        chunk = take(self.stored, 1, columns)  # a view: screening reads contiguous chunks of all columns
+        if self.pending is not None:  # (a partial read has applied it to every column first)
             rows, whitened = self.pending
             chunk.addcmul_(rows.index_select(1, columns), whitened, value=-1)
         return chunk
@@ -300,7 +300,7 @@ def mean_loglik_weighted(
     Shifting by the true class (rows grouped by label, ``blocks``) instead of the maximum: its own term
     is 1, so the sum is ≥ 1 (no underflow to log 0, no pass for the maximum); an overflow (a difference
     > 88 in float32) gives −inf, which `refine_near_best` re-scores in float64; differences below
-    EXP_FLOOR are clamped (its docstring). Passes over C·m·N: the subtraction, the clamp, the exp (the
+    EXP_FLOOR are clamped (see its comment). Passes over C·m·N: the subtraction, the clamp, the exp (the
     floor) and the weighted sum over classes.
     """
     true = torch.empty_like(joint[0])
