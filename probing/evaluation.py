@@ -182,8 +182,8 @@ def linear_loss(
 
 def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, n_classes: int, params: EvaluationParams) -> tuple:
     """Weights and bias of the smooth loss by full-batch L-BFGS with a strong-Wolfe line search."""
-    weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
+    bias = torch.zeros(n_classes, dtype=torch.float64, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weight, bias], max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe"
     )
@@ -206,10 +206,10 @@ def _fit_fista(x: torch.Tensor, y: torch.Tensor, n_classes: int, params: Evaluat
     """
     squared = params.linear_l2 if params.linear_l2_penalty == "squared" else 0.0
     norm_l2 = params.linear_l2 if params.linear_l2_penalty == "norm" else 0.0
-    augmented = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    augmented = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
     lipschitz = float(torch.linalg.matrix_norm(augmented, ord=2)) ** 2 / (2 * len(x)) + 2 * squared
     step = 1.0 / lipschitz
-    theta = torch.zeros(n_classes, x.shape[1] + 1, dtype=torch.float64)  # [W b]
+    theta = torch.zeros(n_classes, x.shape[1] + 1, dtype=torch.float64, device=x.device)  # [W b]
     momentum, velocity = theta.clone(), 1.0
     smooth = EvaluationParams(linear_l2=squared)  # cross-entropy + squared L2 only
 
@@ -230,18 +230,24 @@ def _fit_fista(x: torch.Tensor, y: torch.Tensor, n_classes: int, params: Evaluat
 
 
 def fit_linear(
-    X_train: np.ndarray, y_train: np.ndarray, n_classes: int, params: EvaluationParams = EvaluationParams()
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    n_classes: int,
+    params: EvaluationParams = EvaluationParams(),
+    device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (C, d) and bias (C,) of the linear classifier on the (standardised or raw) inputs it is given.
+    """Weights (C, d) and bias (C,) of the linear classifier on the (standardised or raw) inputs it is given,
+    fitted in float64 on the torch ``device``.
 
     The inputs are centred for the fit and the bias shifted back (b − W·mean): the same minimum, since
     the bias is not penalised, reached in fewer iterations on raw activations far from zero mean.
     """
     X = np.asarray(X_train, dtype=np.float64)
     mean = X.mean(axis=0)
-    x, y = torch.from_numpy(X - mean), torch.from_numpy(y_train.astype(np.int64))
+    x, y = torch.from_numpy(X - mean).to(device), torch.from_numpy(y_train.astype(np.int64)).to(device)
     weight, bias = (_fit_lbfgs if params.linear_smooth else _fit_fista)(x, y, n_classes, params)
-    return weight.numpy(), bias.numpy() - weight.numpy() @ mean
+    weight, bias = weight.cpu().numpy(), bias.cpu().numpy()
+    return weight, bias - weight @ mean
 
 
 def linear_log_proba(
@@ -250,10 +256,11 @@ def linear_log_proba(
     X_test: np.ndarray,
     n_classes: int,
     params: EvaluationParams = EvaluationParams(),
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Test log-probabilities (n, C) of the linear classifier (module docstring) fitted on train."""
+    """Test log-probabilities (n, C) of the linear classifier (module docstring) fitted on train on ``device``."""
     transform = Standardiser.fit(X_train) if params.linear_standardise else np.asarray
-    weight, bias = fit_linear(np.asarray(transform(X_train), dtype=np.float64), y_train, n_classes, params)
+    weight, bias = fit_linear(np.asarray(transform(X_train), dtype=np.float64), y_train, n_classes, params, device)
     logits = torch.from_numpy(np.asarray(transform(X_test), dtype=np.float64) @ weight.T + bias)
     return torch.log_softmax(logits, dim=1).numpy()
 
@@ -296,11 +303,21 @@ def fit_inverse_temperature(log_probs: np.ndarray, y: np.ndarray, prior: np.ndar
 
 
 def _classify(
-    classifier: str, X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, C: int, params: EvaluationParams
+    classifier: str,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_eval: np.ndarray,
+    C: int,
+    params: EvaluationParams,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Log-probabilities on ``X_eval`` of the named classifier trained on (X_train, y_train)."""
+    """Log-probabilities on ``X_eval`` of the named classifier trained on (X_train, y_train).
+
+    The linear classifier's iterative fit runs on ``device``; the Gaussian one on k neurons is a few
+    k × k matrices, cheap on the CPU.
+    """
     if classifier == "linear":
-        return linear_log_proba(X_train, y_train, X_eval, C, params)
+        return linear_log_proba(X_train, y_train, X_eval, C, params, device)
     return gaussian_log_proba(X_train, y_train, X_eval, C)
 
 
@@ -341,10 +358,11 @@ def _real_split_metrics(
     prior: np.ndarray,
     nmi_prior: np.ndarray,
     params: EvaluationParams,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Test accuracy, NMI and the NMI's inverse temperature β of the classifier on the top neurons, real split."""
     evaluated = np.concatenate([data.X_dev[:, top], data.X_test[:, top]])
-    log_probs = _classify(classifier, data.X_train[:, top], data.y_train, evaluated, n_classes, params)
+    log_probs = _classify(classifier, data.X_train[:, top], data.y_train, evaluated, n_classes, params, device)
     dev_log_probs, test_log_probs = log_probs[: len(data.y_dev)], log_probs[len(data.y_dev) :]
     beta, nmi_log_probs = 1.0, test_log_probs
     if params.nmi_calibration == "dev":
@@ -364,6 +382,7 @@ def evaluate_ranking(
     classifiers: Sequence[str] = CLASSIFIERS,
     seed: int = 0,
     params: EvaluationParams = EvaluationParams(),
+    device: str | torch.device = "cpu",
 ) -> list[dict]:
     """Per classifier and k (k > d skipped): accuracy and NMI on the real split; the task and control
     accuracies on the control's split and their difference, the selectivity; the majority baseline.
@@ -372,6 +391,7 @@ def evaluate_ranking(
     permutation of the dataset's rows): with the study's seed, every method, layer and checkpoint of
     one (language, attribute) is scored on the same control task and split, so their selectivities
     compare; no statistic pairs two datasets' control tasks, so sharing the seed across them is harmless.
+    ``device``: where the linear classifiers are fitted (the same float64 computation on any device).
     """
     order = np.asarray(order, dtype=np.int64)
     _check_evaluation_inputs(order, data, k_grid, classifiers)
@@ -385,13 +405,13 @@ def evaluate_ranking(
     for classifier in classifiers:
         for k in (k for k in k_grid if k <= d):
             top = order[:k]
-            real = _real_split_metrics(classifier, data, top, n_classes, prior, nmi_prior, params)
+            real = _real_split_metrics(classifier, data, top, n_classes, prior, nmi_prior, params, device)
             if params.control_split == "task":
                 task_on_control_split = real["accuracy"]
             else:
-                task = _classify(classifier, Xc_train[:, top], yc_train, Xc_test[:, top], n_classes, params)
+                task = _classify(classifier, Xc_train[:, top], yc_train, Xc_test[:, top], n_classes, params, device)
                 task_on_control_split = accuracy(task, yc_test)
-            control = _classify(classifier, Xc_train[:, top], control_train, Xc_test[:, top], n_classes, params)
+            control = _classify(classifier, Xc_train[:, top], control_train, Xc_test[:, top], n_classes, params, device)
             control_accuracy = accuracy(control, control_test)
             rows.append(
                 {

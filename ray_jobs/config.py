@@ -134,8 +134,8 @@ class ProbingConfig:
 
     ``params`` maps a method to overrides of its hyperparameter dataclass (``probing.rankers``);
     ``evaluation`` overrides ``probing.evaluation.EvaluationParams`` (the classifiers that score a
-    ranking); ``max_examples`` caps each split of a dataset by a seeded subsample (None: all). The
-    rankers compute on CPU, so a trial's ``num_gpus`` only reserves a GPU.
+    ranking); ``max_examples`` caps each split of a dataset by a seeded subsample (None: all). A trial
+    with ``num_gpus`` > 0 fits its rankers and evaluation classifiers on that GPU.
 
     ``k_fraction`` gives k relative to each model's width d instead of ``k``: k = max(1, round(k_fraction·d)).
     ``greedy_depth`` is how many positions greedy rankers (latent, gaussian) fill greedily: ``k``, or

@@ -74,18 +74,19 @@ def activation_fingerprint(config: StudyConfig, source: str, revision: str, laye
     )
 
 
-def actor_device(num_gpus: float, cuda_available: bool) -> str:
-    """The torch device of an actor: "cuda" when its resources ask for a GPU, else "cpu".
+def actor_device(num_gpus: float, cuda_available: bool, section: str = "extraction") -> str:
+    """The torch device of an actor or trial: "cuda" when its resources ask for a GPU, else "cpu".
 
     Ray only places an actor that asks for a GPU on a node with one, so a GPU that torch cannot see
     (a CPU-only torch build) is an error here rather than a silent, far slower, run on the CPU.
+    ``section`` names the config section whose ``resources.num_gpus`` asked for it, for the message.
     """
     if num_gpus <= 0:
         return "cpu"
     if not cuda_available:
         raise RuntimeError(
-            f"extraction.resources.num_gpus is {num_gpus} but torch sees no CUDA device "
-            "(is torch built with CUDA?); set num_gpus: 0 to extract on the CPU"
+            f"{section}.resources.num_gpus is {num_gpus} but torch sees no CUDA device "
+            f"(is torch built with CUDA?); set num_gpus: 0 to run {section} on the CPU"
         )
     return "cuda"
 

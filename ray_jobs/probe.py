@@ -34,7 +34,7 @@ from ray_jobs.common import (
     job_arguments,
 )
 from ray_jobs.config import StudyConfig, greedy_steps, resolve_k
-from ray_jobs.extract import activation_fingerprint
+from ray_jobs.extract import activation_fingerprint, actor_device
 from ray_jobs.prepare import DataFingerprints, run_prepare
 
 #: Ranking methods whose reverse is evaluated as a bottom-to-top control (a random ranking's reverse is random).
@@ -112,6 +112,7 @@ def trial_specs(config: StudyConfig, sources: dict[str, str], data_fps: dict[str
                     "evaluation": dict(p.evaluation),
                     "max_examples": p.max_examples,
                     "threads": int(p.resources.num_cpus),
+                    "num_gpus": float(p.resources.num_gpus),
                     "activation_fingerprint": act_fp,
                     "fingerprint": fingerprint(
                         "probe",
@@ -187,8 +188,9 @@ def unit_label(spec: dict) -> str:
     return "/".join(f"{k}={v}" for k, v in spec["key"].items()) + f"/seed={spec['seed']}"
 
 
-def run_unit(spec: dict, partition: Partition) -> dict:
-    """Fit, evaluate and store one ranking (and its reverse); a dataset that cannot be probed is marked, not raised."""
+def run_unit(spec: dict, partition: Partition, device: str = "cpu") -> dict:
+    """Fit, evaluate and store one ranking (and its reverse) on the torch ``device``; a dataset that cannot be
+    probed is marked, not raised."""
     from probing.evaluation import EvaluationParams, evaluate_ranking
     from probing.probe_data import CannotProbe
     from probing.rankers import make_ranker, reverse
@@ -214,14 +216,14 @@ def run_unit(spec: dict, partition: Partition) -> dict:
     k = resolve_k(spec["k"], spec["k_fraction"], width)
     if method in ("latent", "gaussian"):
         params.setdefault("k", greedy_steps(k, spec["k_grid"], spec["greedy_depth"], width))
-    ranker = make_ranker(method, params, seed=trial_seed(seed, key))
+    ranker = make_ranker(method, params, seed=trial_seed(seed, key), device=device)
     ranking = ranker.fit(data.X_train, data.y_train, data.X_dev, data.y_dev)
     rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
     metrics, ranking_rows = [], []
     seconds = time.perf_counter() - began
     evaluation = EvaluationParams(**spec["evaluation"])
     for direction, r in rankings:
-        for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], seed, evaluation):
+        for row in evaluate_ranking(r.order, data, spec["k_grid"], spec["classifiers"], seed, evaluation, device):
             metrics.append({"seed": seed, "direction": direction, **row})
         ranking_rows.append(
             {
@@ -253,15 +255,17 @@ def run_partition(specs: list[dict]) -> list[dict]:
     """Every unit of one activation partition, reading the partition once; one unit's error does not stop the rest.
 
     Each unit writes its own result files as it finishes, so a trial killed midway loses only the unit in progress.
+    The units compute on the trial's GPU when ``probing.resources.num_gpus`` gives it one (`actor_device`).
     """
     import torch
 
     torch.set_num_threads(max(1, specs[0]["threads"]))
+    device = actor_device(specs[0].get("num_gpus", 0.0), torch.cuda.is_available(), "probing")
     partition = Partition(Store(specs[0]["root"]), specs[0]["key"])
     results = []
     for spec in specs:
         try:
-            results.append(run_unit(spec, partition))
+            results.append(run_unit(spec, partition, device))
         except Exception as err:  # recorded by the driver as this unit's failure; the other units still run
             detail = "".join(traceback.format_exception(err))
             results.append({"status": "error", "error": f"{type(err).__name__}: {err}", "detail": detail})

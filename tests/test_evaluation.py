@@ -333,3 +333,11 @@ def test_evaluation_params_reject_bad_values():
     ):
         with pytest.raises(ValueError, match=f"evaluation.{next(iter(bad))}"):
             EvaluationParams(**bad)
+
+
+@pytest.mark.parametrize("params", [EvaluationParams(), EvaluationParams(linear_l1=1e-3, linear_l2_penalty="norm")])
+def test_an_explicit_cpu_device_is_the_default_path_for_both_fits(data, params):
+    order = true_order()
+    default = evaluate_ranking(order, data, [1, 5], params=params)
+    on_cpu = evaluate_ranking(order, data, [1, 5], params=params, device=torch.device("cpu"))
+    assert default == on_cpu  # L-BFGS and FISTA: the same float64 computation, bit for bit

@@ -151,3 +151,10 @@ def test_k_fraction_and_greedy_depth_reach_the_trial_and_its_stored_row(swept):
         ("ttb", 8, 30),
         ("btt", 8, 0),
     }  # a reverse is not greedy
+
+
+def test_a_probe_trial_computes_on_cuda_exactly_when_its_resources_ask_for_a_gpu():
+    assert probe.actor_device(1, cuda_available=True, section="probing") == "cuda"
+    assert probe.actor_device(0, cuda_available=True, section="probing") == "cpu"
+    with pytest.raises(RuntimeError, match=r"probing\.resources\.num_gpus is 1 but torch sees no CUDA device"):
+        probe.actor_device(1, cuda_available=False, section="probing")

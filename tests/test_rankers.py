@@ -1,6 +1,7 @@
 """Neuron rankers: planted neurons found, vectorised greedy = per-candidate loop, determinism, input checks."""
 
 import itertools
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -508,3 +509,93 @@ def test_the_default_latent_probe_recovers_the_correlated_noise_pairs_that_the_o
     assert set(range(8)) <= set(top["default"].tolist())  # every signal neuron ...
     assert np.sum(top["default"] < 16) > np.sum(top["old"] < 16)  # ... and more of their partners
     assert scores["default"] > scores["old"] + 0.1  # measured: 0.56 against 0.31
+
+
+def correlated_planted(n: int, seed: int, d: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Planted data mixed through a fixed random matrix: correlated neurons with many near-equal greedy gains."""
+    X, y = planted_data(n, seed, d=d, n_classes=5, neurons=(3, 17, 29, 41, 55, 80))
+    mixing = np.random.default_rng(11).normal(0, 0.3, size=(d, d))
+    return (X + X @ mixing).astype(np.float32), y
+
+
+def precision_pair(method: str, data: tuple, k: int) -> tuple:
+    """The rankings of one method with float32 screening (the default) and all in float64."""
+    params = {**FAST[method], "k": k}
+    single = make_ranker(method, params).fit(*data[:4])
+    double = make_ranker(method, {**params, "greedy_precision": "float64"}).fit(*data[:4])
+    return single, double
+
+
+@pytest.mark.parametrize("method", ["latent", "gaussian"])
+def test_float32_screening_chooses_the_neurons_float64_chooses_on_planted_data(method):
+    data = correlated_planted(900, seed=1) + correlated_planted(600, seed=2)
+    single, double = precision_pair(method, data, k=40)
+    assert np.array_equal(single.order, double.order)  # the greedy 40 and the tail (first step is float64)
+    np.testing.assert_allclose(single.scores, double.scores, rtol=0, atol=1e-10)  # chosen ones re-scored in float64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["latent", "gaussian"])
+@pytest.mark.parametrize("attribute", ["POS", "Number"])
+def test_float32_screening_chooses_the_neurons_float64_chooses_on_real_activations(
+    method, attribute, real_probing_data
+):
+    single, double = precision_pair(method, real_probing_data[attribute], k=30)
+    assert np.array_equal(single.order, double.order)
+    np.testing.assert_allclose(single.scores, double.scores, rtol=0, atol=1e-10)
+
+
+def test_refinement_rescores_only_the_near_best_and_widens_its_margin_to_the_observed_error():
+    from probing.rankers.base import SCREEN_MARGIN, pick_best, refine_near_best
+
+    rng = np.random.default_rng(3)
+    exact = torch.from_numpy(-1 - rng.exponential(1e-3, size=500))
+    exact[[40, 41, 300]] = exact.max() + torch.tensor([0.0, 5e-10, -2e-7], dtype=torch.float64)  # tie, close third
+    candidates = torch.ones(500, dtype=torch.bool)
+    candidates[7] = False
+    for noise in (1e-7, 3e-5):  # float32-like rounding, and one above the initial margin
+        screened = (exact + torch.from_numpy(rng.uniform(-noise, noise, 500))).float()
+        screened[200], screened[250] = -math.inf, math.nan  # float32 overflows: re-scored, not dropped
+        calls: list[torch.Tensor] = []
+        refined = refine_near_best(screened, candidates, lambda index, calls=calls: calls.append(index) or exact[index])
+        expected = torch.where(candidates, exact, torch.tensor(-math.inf, dtype=torch.float64)).numpy()
+        assert pick_best(refined.numpy()) == pick_best(expected) == 40  # float64's choice: the tie's lower index
+        rescored = torch.cat(calls)
+        assert 200 in rescored and 250 in rescored and 7 not in rescored
+        assert len(torch.unique(rescored)) == len(rescored)  # nobody twice
+        assert len(rescored) < 100  # only the near-best
+        if noise > SCREEN_MARGIN:
+            assert len(calls) > 1  # the observed error widened the margin
+
+
+def test_a_float32_overflow_is_rescored_in_float64_and_the_choice_is_unchanged():
+    from probing.rankers.latent import LatentGreedy, LatentGreedyLoop, LatentProbe
+
+    rng = np.random.default_rng(5)
+    Z, y = rng.normal(0, 3, size=(300, 30)), rng.integers(0, 4, 300)
+    weight = rng.normal(0, 1, size=(4, 30))
+    weight[:, :6] *= 60  # logit differences far beyond float32's exp range (> 88) on these neurons
+    probe = LatentProbe(weight, rng.normal(size=4), np.zeros(30), 1)
+    fast = greedy_select(LatentGreedy(probe, Z, y, 7, torch.device("cpu"), "float32"), 8)
+    slow = greedy_select(LatentGreedyLoop(probe, Z, y), 8)
+    assert np.array_equal(fast.chosen, slow.chosen)
+    np.testing.assert_allclose(fast.loglik, slow.loglik, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", sorted(RANKERS))
+def test_an_explicit_cpu_device_is_the_default_path(method, planted):
+    default = make_ranker(method, FAST[method], seed=3)
+    on_cpu = make_ranker(method, FAST[method], seed=3, device="cpu")
+    assert on_cpu.device == default.device == torch.device("cpu")
+    first, second = default.fit(*planted), on_cpu.fit(*planted)
+    assert np.array_equal(first.order, second.order)
+    assert np.array_equal(first.scores, second.scores, equal_nan=True)
+    assert first.params == second.params and "device" not in first.params  # not a hyperparameter
+
+
+@pytest.mark.parametrize("method", ["latent", "gaussian"])
+def test_the_greedy_scorer_computes_on_the_rankers_device(method, planted):
+    ranker = make_ranker(method, FAST[method], device=torch.device("cpu"))
+    ranker.fit(*planted)
+    scorer = ranker.greedy_scorer(planted[2], planted[3])
+    assert {tensor.device for tensor in scorer.x.values()} == {ranker.device}

@@ -20,16 +20,19 @@ from probing.rankers.probeless import ProbelessRanker, RandomRanker
 #: Version of what the rankers compute for the same hyperparameter overrides; hashed into every probe
 #: trial's fingerprint so that stored rankings are recomputed when it changes. 2 (issue 8): new latent
 #: defaults (H(q) weight 1 in the gradient, raw inputs, per-example masks, leave-one-out baseline,
-#: early stopping on the MC ELBO) and the linear ranker's ``standardise``/``l2_penalty``.
-RANKERS_VERSION = 2
+#: early stopping on the MC ELBO) and the linear ranker's ``standardise``/``l2_penalty``. 3 (issue 10):
+#: greedy steps screened in float32 and confirmed in float64 (the same choices; scores may differ by float
+#: rounding), the ``greedy_precision`` field and new ``chunk_size`` defaults of the greedy rankers.
+RANKERS_VERSION = 3
 
 RANKERS: dict[str, type] = {
     cls.method: cls for cls in (LatentRanker, GaussianRanker, LinearRanker, ProbelessRanker, RandomRanker)
 }
 
 
-def make_ranker(method: str, params: dict | None = None, seed: int = 0) -> Ranker:
-    """A ranker by method name, its hyperparameters = defaults overridden by ``params``, with ``seed``."""
+def make_ranker(method: str, params: dict | None = None, seed: int = 0, device: str = "cpu") -> Ranker:
+    """A ranker by method name, its hyperparameters = defaults overridden by ``params``, with ``seed``,
+    computing on the torch ``device`` (not a hyperparameter: not in ``params`` nor in any fingerprint)."""
     if method not in RANKERS:
         raise ValueError(f"unknown ranking method {method!r}; known: {sorted(RANKERS)}")
     cls = RANKERS[method]
@@ -40,7 +43,7 @@ def make_ranker(method: str, params: dict | None = None, seed: int = 0) -> Ranke
         raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; known: {sorted(known)}")
     if params.setdefault("seed", seed) != seed:
         raise ValueError(f"params give seed {params['seed']} but seed={seed}; pass the seed once")
-    return cls(cls.params_type(**params))
+    return cls(cls.params_type(**params), device=device)
 
 
 __all__ = [

@@ -6,10 +6,18 @@ the chosen set, and that can then add the winner. Each greedy method has a vecto
 candidates of a step in one batched computation) and a per-candidate loop scorer (a separate forward
 pass or log-density per candidate) that serves as its reference; both feed the same driver, so the
 same tie rule applies to both.
+
+The vectorised scorers compute in two precisions (`ScreenedGreedy`): the first step (whose scores
+order the tail of the ranking and are reported) in float64 for every candidate; every later step
+screens all candidates in ``greedy_precision`` (float32 by default: half the memory traffic and twice
+the SIMD width of float64) and re-scores in float64 every candidate that could be the best, so that
+the choice is the one float64 makes under the same 1e-9 tie rule (`refine_near_best`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -17,8 +25,24 @@ import numpy as np
 import torch
 
 #: Candidates whose dev log-likelihood is within this of the best count as tied; the lowest index
-#: wins. It absorbs the ~1e-15 rounding differences between the vectorised and the loop scorers.
+#: wins. It absorbs the ~1e-15 rounding differences between the vectorised and the loop scorers. It is
+#: applied to float64 scores only: float32 rounding (~1e-6 here) is far above it, so float32 screening
+#: never decides a tie; the near-best candidates are re-scored in float64 first (`refine_near_best`).
 TIE_TOLERANCE = 1e-9
+
+#: Screened (low-precision) scores within SCREEN_MARGIN · (1 + |best|) of the best are re-scored in
+#: float64. Float32 rounding of a mean log-likelihood of magnitude ~1 over 10⁴ rows is ~1e-6 (measured
+#: ≤ 3e-6 on the bench data); the margin is widened whenever the observed error says so.
+SCREEN_MARGIN = 1e-5
+#: The margin must exceed the largest observed screening error by this factor (`refine_near_best`).
+SCREEN_SAFETY = 8.0
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+#: Log-probability ratios to the true class are clamped at this before exp: torch's CPU exp takes a
+#: ~14× slower path for arguments whose result underflows float32 (below ≈ −87; 9 ns against 0.66 ns
+#: per element measured), which confident probes produce for most (row, class) pairs. A term of
+#: e^−80 ≈ 2e−35 next to the true class's 1 changes a row's log-likelihood by < 1e−34: nothing, in
+#: float64 as in float32.
+EXP_FLOOR = -80.0
 
 CRITERIA = ("nmi", "loglik")
 #: How an L2 penalty on probe weights W is computed: λ2 Σ W² ("squared", weight decay) or λ2 ‖W‖ (the
@@ -180,6 +204,11 @@ def check_bool(name: str, value: object) -> None:
         raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
+def check_precision(precision: str) -> None:
+    """Reject an unknown greedy screening precision."""
+    check_choice("greedy_precision", precision, tuple(PRECISIONS))
+
+
 def check_criterion(criterion: str) -> None:
     """Reject unknown greedy criteria."""
     check_choice("criterion", criterion, CRITERIA)
@@ -230,6 +259,120 @@ def pick_best(scores: np.ndarray, tolerance: float = TIE_TOLERANCE) -> int:
     return int(np.flatnonzero(scores >= best - tolerance)[0])
 
 
+def refine_near_best(
+    screened: torch.Tensor, candidates: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Float64 scores (d,) from screened low-precision ones: every candidate that may be the best re-scored exactly.
+
+    A candidate is re-scored by ``exact`` (its float64 score, given candidate indices) when its screened
+    score is within the margin m of the best finite screened one, or not finite (a float32 overflow).
+    m starts at SCREEN_MARGIN · (1 + |best|) and grows to SCREEN_SAFETY × the largest screening error e
+    seen among the re-scored candidates until it covers it. Assuming the candidates left out are
+    screened no less accurately (the same computation on data of the same scale), each has a float64
+    score below the best by more than m − 2e ≥ (1 − 2/SCREEN_SAFETY) m ≫ TIE_TOLERANCE, so ``pick_best``
+    makes the float64 choice (checked against all-float64 runs in the tests and ``bench/greedy.py``).
+    Non-candidates (already chosen) are −inf.
+    """
+    scores = torch.where(candidates, screened.double(), torch.tensor(-math.inf, dtype=torch.float64))
+    suspect = candidates & ~torch.isfinite(scores)
+    refined = torch.zeros_like(candidates)
+    best = _finite_max(scores)
+    margin = SCREEN_MARGIN * (1 + abs(best)) if math.isfinite(best) else math.inf
+    while True:
+        todo = (candidates & ~refined & (scores >= best - margin)) | (suspect & ~refined)
+        if not bool(todo.any()):
+            return scores
+        index = torch.nonzero(todo).flatten()
+        values = exact(index)
+        finite = torch.isfinite(scores[index])
+        error = float((values[finite] - scores[index][finite]).abs().max()) if bool(finite.any()) else 0.0
+        scores[index], refined[index] = values, True
+        best = max(best, _finite_max(values))
+        margin = max(margin, SCREEN_SAFETY * error)
+
+
+def _finite_max(values: torch.Tensor) -> float:
+    """The largest finite value, −inf when there is none (NaN and ±inf are left to the re-scoring)."""
+    finite = values[torch.isfinite(values)]
+    return float(finite.max()) if len(finite) else -math.inf
+
+
+class ScreenedGreedy:
+    """Shared ``scores`` of the vectorised scorers: float64 at the first step, screened + refined after.
+
+    Subclasses set ``chosen`` (bool, d), ``precision`` (the screening dtype) and implement
+    ``candidate_scores(columns, dtype)``: the mean dev log-likelihood after adding each listed neuron,
+    computed in ``dtype``, returned as float64 on the CPU.
+    """
+
+    chosen: torch.Tensor
+    precision: torch.dtype
+
+    def candidate_scores(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Scores (m,) of the neurons ``columns`` computed in ``dtype``."""
+        raise NotImplementedError
+
+    def scores(self) -> np.ndarray:
+        """Mean dev log-likelihood after adding each neuron (d,), −inf for neurons already chosen."""
+        everything = torch.arange(len(self.chosen))
+        candidates = ~self.chosen
+        if not bool(self.chosen.any()) or self.precision == torch.float64:
+            exact = self.candidate_scores(everything, torch.float64)
+            return torch.where(candidates, exact, torch.tensor(-math.inf, dtype=torch.float64)).numpy()
+        screened = self.candidate_scores(everything, self.precision)
+        return refine_near_best(screened, candidates, lambda index: self.candidate_scores(index, torch.float64)).numpy()
+
+
+def column_chunks(columns: torch.Tensor, chunk_size: int) -> list[torch.Tensor]:
+    """The candidate indices in consecutive chunks of at most ``chunk_size`` (bounds each chunk's memory)."""
+    return list(torch.split(columns, chunk_size))
+
+
+def take(tensor: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``tensor.index_select(dim, index)``, as a view (no copy) when the index is a contiguous range."""
+    first = int(index[0])
+    if int(index[-1]) - first + 1 == len(index) and bool((index.diff() == 1).all()):
+        return tensor.narrow(dim, first, len(index))
+    return tensor.index_select(dim, index)
+
+
+def label_blocks(y: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """A stable sort of the rows by label and the (label, start, stop) of each label's block of sorted rows.
+
+    Within a block the true class is one constant, so "logit of class c − logit of the true class" is
+    one fused broadcast operation per (block, class) instead of a gather per element.
+    """
+    order = np.argsort(y, kind="stable")
+    counts = np.bincount(y)
+    stops = np.cumsum(counts)
+    return order, [(int(c), int(stops[c] - counts[c]), int(stops[c])) for c in range(len(counts)) if counts[c]]
+
+
+def mean_loglik_from_differences(
+    differences: Callable[[int, int, int, int], torch.Tensor], blocks: list[tuple[int, int, int]], n_classes: int
+) -> torch.Tensor:
+    """Mean over rows of log p(y | ·) = −log(1 + Σ_{c≠y} exp(l_c − l_y)) per candidate, float64 on the CPU (m,).
+
+    ``differences(c, label, start, stop)`` gives l_c − l_y (m, rows of the block) for the rows of one
+    label block (candidates × rows: the rows of a candidate are contiguous, so every pass streams);
+    the true class's own term is exp(0) = 1 and is not computed. Shifting by the true class's score
+    instead of the maximum makes the sum ≥ 1 (no underflow to log 0, no pass for the maximum); an
+    overflow (a difference > 88 in float32) gives −inf, which `refine_near_best` re-scores in float64;
+    differences below EXP_FLOOR are clamped (its comment).
+    """
+    total, rows = None, 0
+    for label, start, stop in blocks:
+        acc = None  # n_classes >= 2, so every block adds at least one term
+        for c in range(n_classes):
+            if c != label:
+                term = differences(c, label, start, stop).clamp_min_(EXP_FLOOR).exp_()
+                acc = term if acc is None else acc.add_(term)
+        block = -torch.log1p(acc).sum(dim=1, dtype=torch.float64)
+        total = block if total is None else total + block
+        rows += stop - start
+    return (total / rows).cpu()
+
+
 @dataclass(frozen=True)
 class GreedyResult:
     """The chosen neurons in order, the dev log-likelihood after each, and every neuron's first-step score."""
@@ -271,8 +414,11 @@ class RankerBase:
     method: str
     params_type: type = RankerParams
 
-    def __init__(self, params: RankerParams | None = None):
+    def __init__(self, params: RankerParams | None = None, device: str | torch.device = "cpu"):
+        """``device``: where torch computes (not a hyperparameter: results agree across devices within
+        float tolerance, so it is not in ``params`` nor in any fingerprint)."""
         self.params = params if params is not None else self.params_type()
+        self.device = torch.device(device)
 
 
 class ScoreRanker(RankerBase):

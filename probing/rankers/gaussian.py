@@ -55,6 +55,11 @@ defect. Measured with ``bench/ranking_quality.py``'s tiny BLOOM (d = 256, last l
   more stable (split-half 50–70%) and above chance across languages (Number en–fr: 10% vs 4%).
   Read Gaussian rankings at small k, or through the top-k accuracy they buy (the bench), not
   through the identity of neurons far down the greedy order.
+
+Speed (issue 10): the steps after the first are screened in float32 and the near-best candidates
+confirmed in float64 (`probing.rankers.base.ScreenedGreedy`: the same choices as all-float64); the
+float32 residuals of all candidates are kept and updated by one rank-one step per added neuron
+when C·N·d ≤ STORED_RESIDUAL_LIMIT, so that a step costs O(C N d) and not O(C N d s).
 """
 
 from __future__ import annotations
@@ -65,9 +70,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probing.rankers.base import GreedyRanker, GreedyScorer, RankerParams, check_criterion
+from probing.rankers.base import (
+    EXP_FLOOR,
+    PRECISIONS,
+    GreedyRanker,
+    GreedyScorer,
+    RankerParams,
+    ScreenedGreedy,
+    check_criterion,
+    check_precision,
+    column_chunks,
+    label_blocks,
+    take,
+)
 
 LOG_2PI = math.log(2 * math.pi)
+#: Largest C·N·d for which the Gaussian greedy keeps every candidate's residual (2²⁷ float32 = 512 MiB).
+STORED_RESIDUAL_LIMIT = 2**27
 COVARIANCES = ("map", "mean")
 
 
@@ -82,16 +101,21 @@ class GaussianParams(RankerParams):
     0.704 against "map" 0.649 over five data sets; planted d = 1024: 0.892 against 0.548 (map's top 10
     at chance, 0.15 for 6 classes). On the tiny BLOOM's d = 256 activations with thousands of words
     per class the shrinkage is mild and "map" is slightly ahead (0.674 against 0.657).
+    ``chunk_size`` (candidates per (C, chunk, N) block; 16 measured fastest on one CPU core at
+    d = 1024, N = 10,000) and ``greedy_precision`` ("float32" screening confirmed in float64, or all
+    "float64") change speed, not choices.
     """
 
     k: int = 50
     criterion: str = "nmi"
     covariance: str = "mean"
     jitter: float = 1e-6
-    chunk_size: int = 32
+    chunk_size: int = 16
+    greedy_precision: str = "float32"
 
     def __post_init__(self) -> None:
         check_criterion(self.criterion)
+        check_precision(self.greedy_precision)
         if self.covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {self.covariance!r}")
         if self.k < 1 or self.chunk_size < 1:
@@ -127,17 +151,25 @@ class GaussianModel:
 
 
 def fit_gaussian_niw(
-    Z: np.ndarray, y: np.ndarray, n_classes: int, covariance: str = "mean", jitter: float = 1e-6
+    Z: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    covariance: str = "mean",
+    jitter: float = 1e-6,
+    device: str | torch.device = "cpu",
 ) -> GaussianModel:
-    """Per-class (μ_c, Σ_c) under the NIW prior of the module docstring: posterior mode or mean of Σ_c."""
+    """Per-class (μ_c, Σ_c) under the NIW prior of the module docstring: posterior mode or mean of Σ_c.
+
+    The scatter matrices (O(n D²), the cost of the fit) are float64 products on ``device``.
+    """
     n, D = Z.shape
     means, covs = np.zeros((n_classes, D)), np.zeros((n_classes, D, D))
     counts = np.bincount(y, minlength=n_classes)
     for c in range(n_classes):
         Zc = np.asarray(Z[y == c], dtype=np.float64)
         means[c] = Zc.mean(axis=0)
-        centred = Zc - means[c]
-        scatter = centred.T @ centred
+        centred = torch.from_numpy(Zc - means[c]).to(device)
+        scatter = (centred.T @ centred).cpu().numpy()
         posterior_scale = np.diag(np.diag(scatter) / counts[c]) + scatter  # Λn = Λ0 + S_c
         denominator = counts[c] + 2 * D + 4 if covariance == "map" else counts[c] + 1
         covs[c] = posterior_scale / denominator + jitter * np.eye(D)
@@ -150,58 +182,139 @@ def _label_loglik(joint: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (true - torch.logsumexp(joint, dim=0)).mean(dim=0)
 
 
-class GaussianGreedy:
+class GaussianGreedy(ScreenedGreedy):
     """Vectorised greedy scorer: conditional Gaussians of all candidates from a growing Cholesky factor.
 
     The class means ride along as an extra row of G against a constant-one column of z, so that one
-    batched matrix product gives every residual x_j − E[x_j | x_S].
+    batched matrix product gives every residual x_j − E[x_j | x_S]. The state is float64 (and on
+    ``device``). The screening precision keeps the residuals of every candidate, (C, d, N), when they
+    fit in STORED_RESIDUAL_LIMIT elements, and updates them by the rank-one step of each added neuron
+    (r_j −= z_new G_new,j): a step then costs O(C N d) instead of the O(C N d s) matrix product, which
+    at s = 25 alone takes ~2× the floor's exponentials. Their float32 rounding grows like √s·ε, which the
+    float64 refinement's observed-error check covers. Larger problems recompute them chunk by chunk.
     """
 
-    def __init__(self, model: GaussianModel, Z: np.ndarray, y: np.ndarray, chunk_size: int):
-        C = len(model.means)
-        self.x = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float64))
-        self.y = torch.from_numpy(y)
-        self.covs = torch.from_numpy(model.covs)
-        self.log_joint = torch.from_numpy(model.log_prior)[:, None].expand(-1, len(y)).clone()  # (C, N)
-        self.factor = torch.from_numpy(model.means)[:, None, :].clone()  # [μ; L_S⁻¹ Σ_S,:]  (C, 1 + s, d)
-        self.whitened = torch.ones(C, len(y), 1, dtype=torch.float64)  # [1, L_S⁻¹ (x_S − μ_S)]  (C, N, 1 + s)
+    def __init__(
+        self, model: GaussianModel, Z: np.ndarray, y: np.ndarray, chunk_size: int, device: torch.device, precision: str
+    ):
+        order, self.blocks = label_blocks(y)
+        self.device, self.precision, self.chunk_size = device, PRECISIONS[precision], chunk_size
+        C, (N, d) = len(model.means), Z.shape
+        x = torch.from_numpy(np.ascontiguousarray(Z[order].T, dtype=np.float64)).to(device)  # (d, N)
+        self.x = {torch.float64: x, self.precision: x.to(self.precision)}
+        self.covs = torch.from_numpy(model.covs).to(device)
+        self.log_joint = torch.from_numpy(model.log_prior).to(device)[:, None].expand(-1, N).clone()  # (C, N)
+        self.factor = torch.from_numpy(model.means).to(device)[:, None, :].clone()  # [μ; L_S⁻¹ Σ_S,:]  (C, 1 + s, d)
+        self.whitened = torch.ones(C, 1, N, dtype=torch.float64, device=device)  # [1; L_S⁻¹ (x_S − μ_S)]  (C, 1 + s, N)
         self.variance = torch.diagonal(self.covs, dim1=1, dim2=2).clone()  # Σ_jj − ‖G[:, j]‖²  (C, d)
-        self.chosen = torch.zeros(Z.shape[1], dtype=torch.bool)
-        self.chunk_size = chunk_size
+        self.chosen = torch.zeros(d, dtype=torch.bool)
+        self.cast = {torch.float64: (self.whitened, self.factor)}
+        self.stored, self.pending = None, None  # the screening precision's residuals (C, d, N), when they fit
+        if self.precision != torch.float64 and C * N * d <= STORED_RESIDUAL_LIMIT:
+            self.stored = self._computed_residual(torch.arange(d, device=device), self.precision)
 
-    def _residual(self, cols: slice) -> torch.Tensor:
-        """x_j − E[x_j | x_S] per class, row and candidate j in ``cols`` (C, N, m)."""
-        x = self.x[None, :, cols].expand(len(self.covs), -1, -1)
-        return torch.baddbmm(x, self.whitened, self.factor[:, :, cols], alpha=-1)
+    def _state(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, G) in ``dtype``: the float64 state, or its cast (made once per step)."""
+        if dtype not in self.cast:
+            self.cast[dtype] = (self.whitened.to(dtype), self.factor.to(dtype))
+        return self.cast[dtype]
 
-    def _log_joint_with(self, residual: torch.Tensor, cols: slice) -> torch.Tensor:
-        """log p(c) + log N(x_{S∪j}) (C, N, m) from the residuals of ``cols`` (overwritten)."""
-        variance = self.variance[:, None, cols]
-        joint = torch.addcmul(self.log_joint[:, :, None], residual.square_(), -0.5 / variance)
-        return joint.sub_(0.5 * (torch.log(variance) + LOG_2PI))
+    def _residual(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """x_j − E[x_j | x_S] per class, candidate j in ``columns`` and row (C, m, N); a view of the stored ones.
 
-    def scores(self) -> np.ndarray:
-        """Mean dev log-likelihood after adding each neuron, one (C, N, chunk) tensor per chunk."""
-        d = self.x.shape[1]
-        out = torch.empty(d, dtype=torch.float64)
-        for start in range(0, d, self.chunk_size):
-            cols = slice(start, start + self.chunk_size)
-            out[cols] = _label_loglik(self._log_joint_with(self._residual(cols), cols), self.y)
-        out[self.chosen] = -math.inf
-        return out.numpy()
+        Stored residuals get the pending rank-one updates of the neurons added since they were last
+        read here, chunk by chunk, so that the update touches each chunk while it is in cache.
+        """
+        if self.stored is None or dtype != self.stored.dtype:
+            return self._computed_residual(columns, dtype)
+        chunk = take(self.stored, 1, columns)  # a view: screening reads contiguous chunks of all columns
+        if self.pending is not None:  # (a partial read has applied it to every column first)
+            rows, whitened = self.pending
+            chunk.addcmul_(rows.index_select(1, columns), whitened, value=-1)
+        return chunk
+
+    def _computed_residual(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The residuals of ``columns`` from the factor: x_j − [μ; G][:, j]ᵀ [1; z] (C, m, N), a new tensor."""
+        whitened, factor = self._state(dtype)
+        x = self.x[dtype].index_select(0, columns)
+        return torch.baddbmm(
+            x[None].expand(len(factor), -1, -1), factor.index_select(2, columns).transpose(1, 2), whitened, alpha=-1
+        )
+
+    def candidate_scores(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Mean dev log-likelihood after adding each of ``columns``, one (C, chunk, N) log joint per chunk.
+
+        Per class: l_c = log p(c) + log N(x_S | c) − r_c²/(2v_c) + n_c with n_c = −½ log(2π v_c); the
+        first three in one fused pass, n_c as the weight e^{n_c} of class c in the sum over classes.
+        """
+        log_joint = self.log_joint.to(dtype)[:, None, :]  # log p(c) + log N(x_S | c)  (C, 1, N)
+        stored = self.stored is not None and dtype == self.stored.dtype
+        if stored and self.pending is not None and len(columns) != len(self.chosen):
+            self._apply_pending()  # a partial read: bring every stored residual up to date first
+        out = []
+        for chunk in column_chunks(columns.to(self.device), self.chunk_size):
+            variance = self.variance.index_select(1, chunk)  # (C, m)
+            scaled = self._residual(chunk, dtype) * torch.rsqrt(2 * variance).to(dtype)[:, :, None]
+            joint = torch.addcmul(log_joint, scaled, scaled, value=-1, out=scaled)
+            out.append(mean_loglik_weighted(joint, torch.rsqrt(2 * math.pi * variance).to(dtype), self.blocks))
+        if stored:
+            self.pending = None  # every stored residual has had the pending update
+        return torch.cat(out)
 
     def add(self, neuron: int) -> None:
-        """Extend the Cholesky factor by the neuron: one more row of G, one more whitened column."""
-        col = slice(neuron, neuron + 1)
+        """Extend the Cholesky factor by the neuron: one more row of G, one more whitened row of z (float64)."""
+        column = torch.tensor([neuron], device=self.device)
         scale = torch.sqrt(self.variance[:, neuron])  # (C,)
         g = self.factor[:, 1:, neuron]  # L_S⁻¹ Σ_Sj  (C, s)
         row = (self.covs[:, neuron, :] - torch.einsum("cs,csd->cd", g, self.factor[:, 1:, :])) / scale[:, None]
-        residual = self._residual(col)
-        self.whitened = torch.cat([self.whitened, residual / scale[:, None, None]], dim=2)
-        self.log_joint = self._log_joint_with(residual, col)[:, :, 0]
+        residual = self._computed_residual(column, torch.float64)[:, 0, :]  # (C, N)
+        variance = self.variance[:, neuron, None]
+        self.log_joint = self.log_joint - residual.square() / (2 * variance) - 0.5 * torch.log(2 * math.pi * variance)
+        new_whitened = (residual / scale[:, None])[:, None, :]  # (C, 1, N)
+        if self.stored is not None:  # r_j −= G_new,j z_new for every candidate j, applied when next read
+            update = (row[:, :, None], new_whitened)
+            if self.pending is not None:
+                self._apply_pending()
+            self.pending = tuple(t.to(self.stored.dtype) for t in update)
+        self.whitened = torch.cat([self.whitened, new_whitened], dim=1)
         self.factor = torch.cat([self.factor, row[:, None, :]], dim=1)
         self.variance = self.variance - row.square()
+        self.cast = {torch.float64: (self.whitened, self.factor)}
         self.chosen[neuron] = True
+
+    def _apply_pending(self) -> None:
+        """Apply the pending rank-one update to every stored residual (when a step did not read them all)."""
+        rows, whitened = self.pending
+        self.stored.addcmul_(rows, whitened, value=-1)
+        self.pending = None
+
+
+def mean_loglik_weighted(
+    joint: torch.Tensor, weights: torch.Tensor, blocks: list[tuple[int, int, int]]
+) -> torch.Tensor:
+    """Mean over rows of log p(y | ·) per candidate, float64 on the CPU (m,), from class scores a_c (C, m, N)
+    (overwritten) and class weights w_c (C, m): the class log joints are l_c = a_c + log w_c, and
+
+        log p(y | ·) = −log Σ_c w_c exp(a_c − a_y) / w_y.
+
+    Shifting by the true class (rows grouped by label, ``blocks``) instead of the maximum: its own term
+    is 1, so the sum is ≥ 1 (no underflow to log 0, no pass for the maximum); an overflow (a difference
+    > 88 in float32) gives −inf, which `refine_near_best` re-scores in float64; differences below
+    EXP_FLOOR are clamped (see its comment). Passes over C·m·N: the subtraction, the clamp, the exp (the
+    floor) and the weighted sum over classes.
+    """
+    true = torch.empty_like(joint[0])
+    for label, start, stop in blocks:
+        true[:, start:stop] = joint[label, :, start:stop]
+    terms = joint.sub_(true).clamp_min_(EXP_FLOOR).exp_()
+    total = terms[0] * weights[0, :, None]
+    for c in range(1, len(terms)):
+        total.addcmul_(terms[c], weights[c, :, None])
+    counts = torch.zeros(len(weights), dtype=torch.float64, device=weights.device)
+    for label, start, stop in blocks:
+        counts[label] = stop - start
+    loglik = counts @ torch.log(weights).double() - torch.log(total).sum(dim=1, dtype=torch.float64)
+    return (loglik / joint.shape[2]).cpu()
 
 
 class GaussianGreedyLoop:
@@ -237,13 +350,15 @@ class GaussianRanker(GreedyRanker):
     def _fit_model(
         self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int
     ) -> None:
-        self.model_ = fit_gaussian_niw(Z_train, y_train, n_classes, self.params.covariance, self.params.jitter)
+        self.model_ = fit_gaussian_niw(
+            Z_train, y_train, n_classes, self.params.covariance, self.params.jitter, self.device
+        )
 
     def greedy_scorer(self, X: np.ndarray, y: np.ndarray, vectorized: bool = True) -> GreedyScorer:
         """A fresh greedy search on (X, y) with the fitted Gaussians: vectorised, or the per-candidate reference."""
         Z, y = self.standardiser_(X), np.asarray(y, dtype=np.int64)
         if vectorized:
-            return GaussianGreedy(self.model_, Z, y, self.params.chunk_size)
+            return GaussianGreedy(self.model_, Z, y, self.params.chunk_size, self.device, self.params.greedy_precision)
         return GaussianGreedyLoop(self.model_, Z, y)
 
     def predict_log_proba(self, X: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:

@@ -13,7 +13,8 @@ dev or on 10% of train held out (``early_stopping``).
 The probe is trained once; then k neurons are chosen greedily on dev (eq. 3), each step adding the
 neuron that most raises the dev log-likelihood of the labels with every non-chosen neuron zeroed.
 With S chosen, the logits for candidate j are base_S + W[:, j] x_j, so a step scores all candidates
-in one (N × candidates × C) computation (chunked over candidates); ``greedy_scorer(...,
+in a few fused passes over (candidates × N) per class, chunked over candidates, screened in float32
+and confirmed in float64 (`probing.rankers.base.ScreenedGreedy`); ``greedy_scorer(...,
 vectorized=False)`` is the per-candidate reference, one masked forward pass per candidate.
 """
 
@@ -21,18 +22,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from probing.rankers.base import (
+    PRECISIONS,
     GreedyRanker,
     GreedyScorer,
     RankerParams,
+    ScreenedGreedy,
     check_bool,
     check_choice,
     check_criterion,
+    check_precision,
+    column_chunks,
+    label_blocks,
+    mean_loglik_from_differences,
+    take,
     weight_penalty,
 )
 
@@ -86,6 +95,9 @@ class LatentParams(RankerParams):
     - On the tiny model no collapse of q was seen with either setting (mean q 0.50–0.52; en POS
       single-neuron dev log-likelihoods −1.82 for both, above the prior's −1.93), so the issue's
       −4.3 is not reproduced there; the planted pairs are where the old choices fail.
+    ``chunk_size`` (candidates scored together: memory O(chunk_size · N)) and ``greedy_precision``
+    ("float32": screen in float32, confirm the near-best in float64, the same choices as "float64",
+    which computes every step in float64 and is 1.5-2× slower) change speed, not choices.
     ``criterion`` only changes the reported scores: "nmi" and "loglik" are both monotone in the dev
     cross-entropy, so they choose the same neurons.
     """
@@ -105,10 +117,12 @@ class LatentParams(RankerParams):
     l2: float = 1e-5
     max_epochs: int = 200
     patience: int = 20
-    chunk_size: int = 32
+    chunk_size: int = 64
+    greedy_precision: str = "float32"
 
     def __post_init__(self) -> None:
         check_criterion(self.criterion)
+        check_precision(self.greedy_precision)
         check_bool("standardise", self.standardise)
         check_choice("mask_sharing", self.mask_sharing, MASK_SHARING)
         check_choice("baseline", self.baseline, BASELINES)
@@ -209,7 +223,7 @@ def stopping_loss(
     The masks come from a generator re-seeded every epoch (common random numbers), so that the
     comparison between epochs is not drowned in Monte-Carlo noise.
     """
-    generator = torch.Generator().manual_seed(params.seed + 1)
+    generator = torch.Generator(device=x.device).manual_seed(params.seed + 1)
     masks = sample_masks(mask_logits, params.n_samples, len(x), params.mask_sharing, generator)
     nll = masked_nll(x, y, weight, bias, masks).mean()
     return float(nll - params.entropy_scale * mask_entropy(mask_logits))
@@ -228,21 +242,32 @@ def stopping_split(
 
 
 def train_latent_probe(
-    Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int, params: LatentParams
+    Z_train: np.ndarray,
+    y_train: np.ndarray,
+    Z_dev: np.ndarray,
+    y_dev: np.ndarray,
+    n_classes: int,
+    params: LatentParams,
+    device: str | torch.device = "cpu",
 ) -> LatentProbe:
-    """Maximise the ELBO with Adam; keep the parameters of the best stopping loss (``stopping_split``)."""
-    generator = torch.Generator().manual_seed(params.seed)
+    """Maximise the ELBO with Adam on ``device``; keep the parameters of the best stopping loss (``stopping_split``).
+
+    The masks and minibatch orders are drawn by a generator on ``device``: seeded and reproducible on
+    each device, but a GPU's stream is not the CPU's, so a GPU-trained probe is another draw of the
+    same estimator (its choices agree with the CPU's where the data decide them, not bit for bit).
+    """
+    generator = torch.Generator(device=device).manual_seed(params.seed)
     fit_x, fit_y, stop_x, stop_y = stopping_split(Z_train, y_train, Z_dev, y_dev, params)
-    x, y = torch.from_numpy(fit_x).float(), torch.from_numpy(fit_y)
-    x_stop, y_stop = torch.from_numpy(stop_x).float(), torch.from_numpy(stop_y)
+    x, y = torch.from_numpy(fit_x).float().to(device), torch.from_numpy(fit_y).to(device)
+    x_stop, y_stop = torch.from_numpy(stop_x).float().to(device), torch.from_numpy(stop_y).to(device)
     d = x.shape[1]
-    weight = torch.zeros(n_classes, d, requires_grad=True)
-    bias = torch.zeros(n_classes, requires_grad=True)
-    mask_logits = torch.zeros(d, requires_grad=True)  # q = Bernoulli(0.5): the maximum-entropy start
+    weight = torch.zeros(n_classes, d, device=device, requires_grad=True)
+    bias = torch.zeros(n_classes, device=device, requires_grad=True)
+    mask_logits = torch.zeros(d, device=device, requires_grad=True)  # q = Bernoulli(0.5): the maximum-entropy start
     optimizer = torch.optim.Adam([weight, bias, mask_logits], lr=params.lr)
     best, best_state, best_epoch, stale = math.inf, None, 0, 0
     for epoch in range(1, params.max_epochs + 1):
-        permutation = torch.randperm(len(x), generator=generator)
+        permutation = torch.randperm(len(x), generator=generator, device=device)
         for start in range(0, len(x), params.batch_size):
             batch = permutation[start : start + params.batch_size]
             loss = surrogate_loss(x[batch], y[batch], weight, bias, mask_logits, params, generator)
@@ -253,7 +278,7 @@ def train_latent_probe(
             loss = stopping_loss(x_stop, y_stop, weight, bias, mask_logits, params)
         if loss < best:
             best, best_epoch, stale = loss, epoch, 0
-            best_state = [t.detach().double().clone() for t in (weight, bias, mask_logits)]
+            best_state = [t.detach().double().cpu() for t in (weight, bias, mask_logits)]
         else:
             stale += 1
             if stale >= params.patience:
@@ -262,35 +287,62 @@ def train_latent_probe(
     return LatentProbe(weight=w, bias=b, mask_logits=phi, best_epoch=best_epoch)
 
 
-class LatentGreedy:
-    """Vectorised greedy scorer: every candidate of a step from the chosen set's logits plus one column."""
+class LatentGreedy(ScreenedGreedy):
+    """Vectorised greedy scorer: every candidate of a step from the chosen set's logits plus one column.
 
-    def __init__(self, probe: LatentProbe, Z: np.ndarray, y: np.ndarray, chunk_size: int):
-        self.x = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float64))
-        self.y = torch.from_numpy(y)
-        self.weight = torch.from_numpy(probe.weight)
-        self.weight_y = self.weight[self.y]  # (N, d): the true class's weight for every neuron
-        self.base = torch.from_numpy(probe.bias)[:, None].expand(-1, len(y)).clone()  # (C, N) chosen-set logits
+    With rows grouped by label (`label_blocks`), the logit of class c minus that of the true class y' of
+    candidate j is (base_c − base_y')[n] + (W_cj − W_y'j) x_jn: one fused multiply-add per (label block,
+    class), then one exp and one add per element (`mean_loglik_from_differences`); the N·d·C
+    exponentials are the floor of a step (``bench/greedy.py``).
+    Inputs are stored candidate-major (d, N), so that a chunk of candidates is a contiguous view.
+    """
+
+    def __init__(
+        self, probe: LatentProbe, Z: np.ndarray, y: np.ndarray, chunk_size: int, device: torch.device, precision: str
+    ):
+        order, self.blocks = label_blocks(y)
+        self.device, self.precision, self.chunk_size = device, PRECISIONS[precision], chunk_size
+        x = torch.from_numpy(np.ascontiguousarray(Z[order].T, dtype=np.float64)).to(device)  # (d, N)
+        weight = torch.from_numpy(probe.weight).to(device)
+        self.x = {torch.float64: x, self.precision: x.to(self.precision)}
+        self.weight = weight
+        difference = weight[:, None, :] - weight[None, :, :]  # W_c − W_y' for every (class c, label y'): (C, C, d)
+        self.weight_difference = {dtype: difference.to(dtype) for dtype in self.x}
+        self.base = torch.from_numpy(probe.bias).to(device)[:, None].expand(-1, len(y)).clone()  # (C, N) chosen set
         self.chosen = torch.zeros(Z.shape[1], dtype=torch.bool)
-        self.chunk_size = chunk_size
 
-    def scores(self) -> np.ndarray:
-        """Mean dev log-likelihood after adding each neuron, one (C, N, chunk) logit tensor per chunk."""
-        d = self.x.shape[1]
-        out = torch.empty(d, dtype=torch.float64)
-        base_y = self.base.gather(0, self.y[None])[0, :, None]  # (N, 1)
-        for start in range(0, d, self.chunk_size):
-            cols = slice(start, start + self.chunk_size)
-            x = self.x[:, cols]
-            logits = torch.addcmul(self.base[:, :, None], x[None], self.weight[:, None, cols])
-            out[cols] = (base_y + x * self.weight_y[:, cols] - torch.logsumexp(logits, dim=0)).mean(dim=0)
-        out[self.chosen] = -math.inf
-        return out.numpy()
+    def candidate_scores(self, columns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Mean dev log-likelihood after adding each of ``columns``, one (chunk × rows) tensor per (block, class)."""
+        base_difference = {  # (base_c − base_y')[rows of y'] per label block, cast once per step
+            label: (self.base[:, start:stop] - self.base[label, start:stop]).to(dtype)
+            for label, start, stop in self.blocks
+        }
+        out = []
+        for chunk in column_chunks(columns.to(self.device), self.chunk_size):
+            x = take(self.x[dtype], 0, chunk)  # (m, N)
+            weights = self.weight_difference[dtype].index_select(2, chunk)[..., None]  # (C, C, m, 1)
+            differences = partial(_logit_differences, base_difference, x, weights)
+            out.append(mean_loglik_from_differences(differences, self.blocks, len(self.weight)))
+        return torch.cat(out)
 
     def add(self, neuron: int) -> None:
-        """Fold the neuron's contribution into the chosen set's logits."""
-        self.base += self.weight[:, neuron, None] * self.x[None, :, neuron]
+        """Fold the neuron's contribution into the chosen set's logits (float64)."""
+        self.base += self.weight[:, neuron, None] * self.x[torch.float64][None, neuron, :]
         self.chosen[neuron] = True
+
+
+def _logit_differences(
+    base_difference: dict[int, torch.Tensor],
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    c: int,
+    label: int,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
+    """Logit of class c minus the true class's, (base_c − base_y')[n] + (W_cj − W_y'j) x_jn, for the rows of
+    label y' (m, rows)."""
+    return torch.addcmul(base_difference[label][c], x[:, start:stop], weights[c, label])
 
 
 class LatentGreedyLoop:
@@ -338,13 +390,13 @@ class LatentRanker(GreedyRanker):
     def _fit_model(
         self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int
     ) -> None:
-        self.probe_ = train_latent_probe(Z_train, y_train, Z_dev, y_dev, n_classes, self.params)
+        self.probe_ = train_latent_probe(Z_train, y_train, Z_dev, y_dev, n_classes, self.params, self.device)
 
     def greedy_scorer(self, X: np.ndarray, y: np.ndarray, vectorized: bool = True) -> GreedyScorer:
         """A fresh greedy search on (X, y) with the trained probe: vectorised, or the per-candidate reference."""
         Z, y = self.standardiser_(X), np.asarray(y, dtype=np.int64)
         if vectorized:
-            return LatentGreedy(self.probe_, Z, y, self.params.chunk_size)
+            return LatentGreedy(self.probe_, Z, y, self.params.chunk_size, self.device, self.params.greedy_precision)
         return LatentGreedyLoop(self.probe_, Z, y)
 
     def predict_log_proba(self, X: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:

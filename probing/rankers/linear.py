@@ -60,15 +60,18 @@ class LinearParams(RankerParams):
             raise ValueError(f"l1 and l2 must be >= 0, got {self.l1} and {self.l2}")
 
 
-def train_elastic_net(Z: np.ndarray, y: np.ndarray, n_classes: int, params: LinearParams) -> np.ndarray:
-    """Weights (C, d) of an elastic-net softmax regression on Z, minibatch Adam from zero."""
-    generator = torch.Generator().manual_seed(params.seed)
-    x, y_t = torch.from_numpy(Z).float(), torch.from_numpy(y)
-    weight = torch.zeros(n_classes, x.shape[1], requires_grad=True)
-    bias = torch.zeros(n_classes, requires_grad=True)
+def train_elastic_net(
+    Z: np.ndarray, y: np.ndarray, n_classes: int, params: LinearParams, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Weights (C, d) of an elastic-net softmax regression on Z, minibatch Adam from zero, on ``device``
+    (batch order from a seeded generator on that device)."""
+    generator = torch.Generator(device=device).manual_seed(params.seed)
+    x, y_t = torch.from_numpy(Z).float().to(device), torch.from_numpy(y).to(device)
+    weight = torch.zeros(n_classes, x.shape[1], device=device, requires_grad=True)
+    bias = torch.zeros(n_classes, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([weight, bias], lr=params.lr)
     for _ in range(params.epochs):
-        permutation = torch.randperm(len(x), generator=generator)
+        permutation = torch.randperm(len(x), generator=generator, device=device)
         for start in range(0, len(x), params.batch_size):
             batch = permutation[start : start + params.batch_size]
             loss = F.cross_entropy(x[batch] @ weight.T + bias, y_t[batch])
@@ -76,7 +79,7 @@ def train_elastic_net(Z: np.ndarray, y: np.ndarray, n_classes: int, params: Line
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return weight.detach().double().numpy()
+    return weight.detach().double().cpu().numpy()
 
 
 class LinearRanker(ScoreRanker):
@@ -88,5 +91,5 @@ class LinearRanker(ScoreRanker):
     def neuron_scores(self, X_train: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
         """Train the probe on (raw or standardised) train data; a neuron's score is its mean |W| over labels."""
         Z = Standardiser.fit(X_train)(X_train) if self.params.standardise else np.asarray(X_train, dtype=np.float64)
-        self.weight_ = train_elastic_net(Z, y_train.astype(np.int64), n_classes, self.params)
+        self.weight_ = train_elastic_net(Z, y_train.astype(np.int64), n_classes, self.params, self.device)
         return np.abs(self.weight_).mean(axis=0)
