@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import UD_DIR  # noqa: E402  (needs REPO on the path)
+from probing.evaluation import ProbeData  # noqa: E402
 
 RANKERS = ("latent", "gaussian", "linear", "probeless", "random")
 PRESETS = ("default", "wang2024", "antverg2022")
@@ -50,16 +51,16 @@ PLACES_SEED = 20240
 
 
 @dataclass(frozen=True)
-class Task:
-    """One data set: train, dev and test activations with class ids."""
+class Task(ProbeData):
+    """One data set (train, dev and test activations with class ids) and its name; word types are not used."""
 
-    name: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_dev: np.ndarray
-    y_dev: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
+    name: str = ""
+
+
+def make_task(name: str, *arrays: np.ndarray) -> Task:
+    """A Task from (X_train, y_train, X_dev, y_dev, X_test, y_test), without word types."""
+    no_types = np.empty(0, dtype=object)
+    return Task(*arrays, types_train=no_types, types_dev=no_types, types_test=no_types, name=name)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def planted_data(n: int, d: int, seed: int, n_classes: int = 6) -> tuple[np.ndar
 def synthetic_task(d: int, n_train: int) -> Task:
     """Train, dev and test splits of the planted data."""
     parts = [planted_data(n, d, seed) for n, seed in ((n_train, 11), (n_train // 3, 12), (n_train // 2, 13))]
-    return Task(f"planted d={d}", *(a for part in parts for a in part))
+    return make_task(f"planted d={d}", *(a for part in parts for a in part))
 
 
 def tiny_model(cache: Path, quick: bool) -> tuple[Path, str, int]:
@@ -155,7 +156,7 @@ def real_tasks(cache: Path, quick: bool) -> list[Task]:
             split = np.asarray(words["split"])
             X = np.asarray(vectors[rows], dtype=np.float32)
             parts = [a for name in ("train", "dev", "test") for a in (X[split == name], y[split == name])]
-            tasks.append(Task(f"{language} {attribute}", *parts))
+            tasks.append(make_task(f"{language} {attribute}", *parts))
     return tasks
 
 
