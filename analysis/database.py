@@ -13,7 +13,8 @@ from pathlib import Path
 
 import duckdb
 
-from analysis.store import LAYOUT, Store
+from analysis.store import Store
+from analysis.tables import LAYOUT, SUMMARY_TABLES
 
 DATABASE_NAME = "results.duckdb"
 
@@ -47,22 +48,6 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-#: Tables small enough to load whole into memory for the report and the correlations.
-SUMMARY_TABLES = (
-    "dataset_stats",
-    "extraction_stats",
-    "pretrain_loss",
-    "probe_metrics",
-    "overlap_pairs",
-    "overlap_summary",
-    "method_overlaps",
-    "overlap_trends",
-    "transfer",
-    "correlations",
-    "failures",
-)
-
-
 def table_glob(store: Store, table: str) -> str:
     """The glob of a table's files, as DuckDB addresses them (hidden temporary files do not match)."""
     depth = "/".join("*" for _ in LAYOUT[table])
@@ -76,7 +61,7 @@ def _create_derived_views(con: duckdb.DuckDBPyConnection, temporary: bool) -> No
             con.execute(f'CREATE {"TEMP " if temporary else ""}VIEW "{name}" AS {sql}')
 
 
-def create_database(root: str | Path, path: str | Path | None = None) -> Path:
+def create_database(store: Store, path: str | Path | None = None) -> Path:
     """(Re)create the database of views for every table present under the root; return its path.
 
     It goes to the root (or, for a remote root, to `Store.local_dir`). It is built under a temporary
@@ -84,7 +69,6 @@ def create_database(root: str | Path, path: str | Path | None = None) -> Path:
     never blocks a study and never sees a half-built one. Over a remote root, DuckDB needs its
     httpfs extension to read the files.
     """
-    store = Store(root)
     path = Path(path) if path is not None else store.local_dir() / DATABASE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -99,10 +83,9 @@ def create_database(root: str | Path, path: str | Path | None = None) -> Path:
     return path
 
 
-def open_results(root: str | Path) -> duckdb.DuckDBPyConnection:
+def open_results(store: Store) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the summary tables (read through pyarrow, so any filesystem works)
     and the derived views; what the report and the correlations query."""
-    store = Store(root)
     con = duckdb.connect()
     for table in SUMMARY_TABLES:
         if store.table_files(table):

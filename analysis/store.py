@@ -23,26 +23,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-FINGERPRINT_KEY = b"xling.fingerprint"
+from analysis.tables import LAYOUT
 
-#: Table name → its hive partition columns, outermost first.
-LAYOUT: dict[str, tuple[str, ...]] = {
-    "sentences": ("language",),
-    "words": ("language", "attribute"),
-    "dataset_stats": ("language",),
-    "activations": ("model", "checkpoint", "layer", "language"),
-    "extraction_stats": ("model", "checkpoint", "language"),
-    "pretrain_loss": ("model",),
-    "rankings": ("model", "checkpoint", "layer", "language", "attribute", "method"),
-    "probe_metrics": ("model", "checkpoint", "layer", "language", "attribute", "method"),
-    "overlap_pairs": ("model",),
-    "overlap_summary": ("model",),
-    "method_overlaps": ("model",),
-    "overlap_trends": ("model",),
-    "transfer": ("model", "checkpoint", "task"),
-    "correlations": ("model",),
-    "failures": ("stage",),
-}
+FINGERPRINT_KEY = b"xling.fingerprint"
 
 
 def fingerprint(*parts: object) -> str:

@@ -30,13 +30,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.store import Store
+from analysis.tables import activation_schema
 from bench.common import UD_DIR
-from ray_jobs import probe
-from ray_jobs.common import Failures
-from ray_jobs.config import load_config
-from ray_jobs.extract import activation_schema
-from ray_jobs.prepare import run_prepare
+from ray_jobs import prepare, probe
+from ray_jobs.config import Resources, load_config
+from ray_jobs.context import StudyContext
+from ray_jobs.prepare import serial_map
 from ray_jobs.sweep import run_sweep
+from ray_jobs.trials import ProbeTrial
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,18 +81,16 @@ def word_vector_table(sentences: pa.Table, d: int, seed: int) -> pa.Table:
     )
 
 
-def write_activations(store: Store, specs: list[dict], d: int) -> None:
+def write_activations(store: Store, trials: list[ProbeTrial], d: int) -> None:
     """The activation partition of every unit, under the fingerprint the units expect."""
     done = set()
-    for spec in specs:
-        key = spec["key"]
-        partition = probe.partition_key(spec)
-        if partition in done:
+    for trial in trials:
+        if trial.partition in done:
             continue
-        done.add(partition)
-        sentences = store.read("sentences", path=store.path("sentences", language=key["language"]))
-        table = word_vector_table(sentences, d, seed=zlib.crc32(repr(partition).encode()))
-        store.write(table, probe.activation_path(store, key), spec["activation_fingerprint"])
+        done.add(trial.partition)
+        sentences = store.read("sentences", path=store.path("sentences", language=trial.language))
+        table = word_vector_table(sentences, d, seed=zlib.crc32(repr(trial.partition).encode()))
+        store.write(table, trial.activation_path(store), trial.activation_fingerprint)
 
 
 def timed_sweep(store: Store, trials: list[dict], cpus: int) -> tuple[float, float, int]:
@@ -121,16 +120,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = study_config(root, args.languages, args.checkpoints, args.layers)
-        store = Store(config.output_root)
-        data_fps, _ = run_prepare(config, Failures("prepare"))
-        specs = probe.trial_specs(config, {"bench": str(root / "no-model")}, data_fps)
+        context = StudyContext.open(config, sources={"bench": str(root / "no-model")})
+        store = context.store
+        prepare.run(context, runner=serial_map)
+        specs = probe.probe_trials(config, context.sources, context.data_fps)
         write_activations(store, specs, args.d)
         ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        per_unit = [{"label": probe.unit_label(s), "units": [s]} for s in specs]
-        groups: dict[tuple, list[dict]] = {}
-        for spec in specs:
-            groups.setdefault(probe.partition_key(spec), []).append(spec)
-        per_partition = [{"label": "/".join(map(str, k)), "units": u} for k, u in groups.items()]
+        one_cpu = Resources(num_cpus=1)
+        per_unit = [probe.sweep_spec(store, t.label, [t], one_cpu) for t in specs]
+        groups: dict[tuple, list[ProbeTrial]] = {}
+        for trial in specs:
+            groups.setdefault(trial.partition, []).append(trial)
+        per_partition = [probe.sweep_spec(store, "/".join(map(str, k)), u, one_cpu) for k, u in groups.items()]
         rows = []
         for name, trials in (("one trial per unit", per_unit), ("one trial per partition", per_partition)):
             wall, compute, n = timed_sweep(store, trials, args.cpus)

@@ -1,27 +1,25 @@
-"""Stage 5: overlap statistics from the stored rankings, the DuckDB database, plots and the HTML report.
+"""Stage 5: overlap statistics from the stored rankings, and their correlation with transfer.
 
-The overlap tables carry the fingerprint of the rankings they were computed from, so a rerun over
-unchanged rankings does no work; the report is rebuilt whenever the tables or the stage summary change.
+The overlap tables carry the fingerprint of the rankings they were computed from, and the correlations
+that of the points they correlate, so a rerun over unchanged results does no work.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
-import duckdb
-import pyarrow as pa
 import pyarrow.dataset as ds
 
 from analysis.correlation import correlation_rows
-from analysis.database import create_database, open_results
+from analysis.database import open_results
 from analysis.findings import benjamini_hochberg, trend_rows
 from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
 from analysis.store import Store, fingerprint
-from analysis.study_report import build_report
-from ray_jobs.common import Failures, checkpoints, config_from_args, job_arguments
+from analysis.tables import rows_table
+from ray_jobs.common import StageResult, checkpoints
 from ray_jobs.config import StudyConfig, model_revisions
+from ray_jobs.context import StudyContext
+from ray_jobs.stages import stage_main
 
 OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps", "overlap_trends")
 
@@ -76,9 +74,8 @@ def with_study_wide_bh(pairs: list[dict]) -> list[dict]:
     return pairs
 
 
-def run_overlaps(config: StudyConfig) -> bool:
+def run_overlaps(config: StudyConfig, store: Store) -> bool:
     """Compute and store the overlap tables per model; return False when they were already up to date."""
-    store = Store(config.output_root)
     records = read_rankings(config, store)
     if not records:
         print("[analyse] no rankings stored yet; nothing to analyse")
@@ -100,18 +97,13 @@ def run_overlaps(config: StudyConfig) -> bool:
         for table, all_rows in tables.items():
             rows = [r for r in all_rows if r["model"] == model]
             if rows:
-                store.write(
-                    pa.Table.from_pylist([{k: v for k, v in r.items() if k != "model"} for r in rows]),
-                    store.path(table, model=model),
-                    fp,
-                )
+                store.write(rows_table(table, rows, drop=("model",)), store.path(table, model=model), fp)
     return True
 
 
-def run_correlations(config: StudyConfig) -> bool:
+def run_correlations(store: Store) -> bool:
     """Correlate overlap with transfer across checkpoints (Average and Pairwise); False when up to date or no data."""
-    store = Store(config.output_root)
-    con = open_results(config.output_root)
+    con = open_results(store)
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     if not {"overlap_transfer_average", "overlap_transfer_pairwise"} <= views:
         return False
@@ -133,65 +125,17 @@ def run_correlations(config: StudyConfig) -> bool:
         return False
     for model in models:
         rows = correlation_rows([p for p in points if p["model"] == model])
-        store.write(
-            pa.Table.from_pylist([{k: v for k, v in r.items() if k != "model"} for r in rows]),
-            store.path("correlations", model=model),
-            fp,
-        )
+        store.write(rows_table("correlations", rows, drop=("model",)), store.path("correlations", model=model), fp)
     return True
 
 
-def report_path(config: StudyConfig) -> Path:
-    """Where the study's HTML report is written (next to results.duckdb)."""
-    return Store(config.output_root).local_dir() / "report" / "index.html"
+def run(context: StudyContext) -> StageResult:
+    """The overlap tables, then the correlations; one unit each, run or already up to date."""
+    changed = [run_overlaps(context.config, context.store), run_correlations(context.store)]
+    return StageResult(sum(changed), len(changed) - sum(changed))
 
 
-def study_k(config: StudyConfig, con: duckdb.DuckDBPyConnection, views: set[str]) -> int:
-    """The overlap k of the study: the config's k, or with ``k_fraction`` the k most overlap matrices used."""
-    if config.probing.k_fraction is None or "overlap_summary" not in views:
-        return config.probing.k
-    return int(con.execute("SELECT k FROM overlap_summary GROUP BY k ORDER BY count(*) DESC, k LIMIT 1").fetchone()[0])
-
-
-def run_report(config: StudyConfig, stages: list[dict] | None = None) -> str:
-    """Recreate the DuckDB views and write the HTML report; return the report's path."""
-    store = Store(config.output_root)
-    try:
-        create_database(config.output_root)
-    except duckdb.Error as err:
-        if store.is_local:
-            raise
-        print(
-            f"[report] results.duckdb not written: DuckDB could not read {store.uri(store.base)} "
-            f"({str(err).splitlines()[0]}); it needs its httpfs extension and credentials for the store"
-        )
-    con = open_results(config.output_root)
-    study = {
-        "name": config.name,
-        "k": study_k(config, con, {row[0] for row in con.execute("SHOW TABLES").fetchall()}),
-        "methods": list(config.probing.methods),
-        "languages": list(config.languages),
-        "attributes": list(config.attributes),
-        "layers": list(config.layers),
-        "checkpoints": {spec.name: list(model_revisions(spec)) for spec in config.models},
-        "stages": stages or [],
-    }
-    return str(build_report(con, report_path(config).parent, study))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = job_arguments("Compute overlap statistics and write the DuckDB database and the HTML report.")
-    config = config_from_args(args.parse_args(argv))
-    failures = Failures("analyse")
-    try:
-        run_overlaps(config)
-        run_correlations(config)
-        print(f"[analyse] report: {run_report(config)}")
-    except Exception as err:
-        failures.add("analyse", err)
-    failures.write(Store(config.output_root))
-    return 1 if failures.rows else 0
-
+main = stage_main("analyse")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

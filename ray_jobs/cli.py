@@ -1,20 +1,28 @@
-"""``xling``: one command for the jobs and tools of a study (each also runs as ``python -m ray_jobs.<job>``)."""
+"""``xling``: one command per stage of `ray_jobs.stages.STAGES`, plus the whole pipeline and the tools.
+
+Each stage also runs as ``python -m ray_jobs.<stage>``.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {
-    "pipeline": ("ray_jobs.pipeline", "run the whole study: pre-train, extract, probe, transfer, analyse, report"),
-    "stats": ("ray_jobs.prepare", "build the word datasets and print language x attribute statistics"),
-    "pretrain": ("ray_jobs.pretrain", "pre-train the study's own models with intermediate checkpoints"),
-    "extract": ("ray_jobs.extract", "extract per-word activations of every checkpoint into Parquet"),
-    "probe": ("ray_jobs.probe", "rank and evaluate neurons, one Ray Tune trial per configuration"),
-    "transfer": ("ray_jobs.transfer", "zero-shot cross-lingual transfer of every checkpoint (LoRA / QLoRA)"),
-    "analyse": ("ray_jobs.analyse", "overlap statistics, correlations, the DuckDB database and the report"),
+from ray_jobs.stages import STAGES
+
+#: Command → ("module" or "module:function", help). The stages' commands come from the registry.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pipeline": ("ray_jobs.pipeline", "run the whole study: every stage below, in order"),
+    **{stage.name: (stage.module, stage.help) for stage in STAGES},
+    "stats": ("ray_jobs.prepare:stats_main", "build the word datasets and print language x attribute statistics"),
     "sql": ("ray_jobs.sql", 'run SQL over a study\'s results: xling sql "SELECT ..." --root R'),
 }
+
+
+def entry_point(command: str):
+    """The function a command runs (a module's ``main``, or the named function)."""
+    module, _, function = COMMANDS[command][0].partition(":")
+    return getattr(importlib.import_module(module), function or "main")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
         print("usage: xling COMMAND [--config C] [...]\n\ncommands:\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    return entry_point(argv[0])(argv[1:])
 
 
 if __name__ == "__main__":

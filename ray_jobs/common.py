@@ -12,24 +12,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 # Tune's default console output prints a status box per sweep; the jobs show their own progress bars.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from analysis.store import Store
+from analysis.tables import rows_table
 from probing.datasets import treebank_files
 from ray_jobs.config import ModelSpec, StudyConfig, load_config, model_revisions
-
-FAILURE_SCHEMA = pa.schema(
-    [
-        ("stage", pa.string()),
-        ("key", pa.string()),
-        ("error", pa.string()),
-        ("detail", pa.string()),
-        ("time", pa.float64()),
-    ]
-)
 
 
 def job_arguments(description: str) -> argparse.ArgumentParser:
@@ -99,11 +88,10 @@ class Failures:
 
     def write(self, store: Store) -> None:
         """Replace this stage's failure file with the failures of this run (none: an empty file)."""
-        table = pa.Table.from_pylist(self.rows, schema=FAILURE_SCHEMA)
-        store.write(table, store.path("failures", stage=self.stage), fp="failures")
+        store.write(rows_table("failures", self.rows), store.path("failures", stage=self.stage), fp="failures")
 
 
-def loadable_checkpoint(root: str, source: str, revision: str) -> tuple[str, str]:
+def loadable_checkpoint(store: Store, source: str, revision: str) -> tuple[str, str]:
     """A (model id or local directory, revision) that transformers can load.
 
     Checkpoints the study pre-trained into a remote store (``s3://.../models/<run>``) are copied once
@@ -111,7 +99,6 @@ def loadable_checkpoint(root: str, source: str, revision: str) -> tuple[str, str
     """
     import pyarrow.fs as pafs
 
-    store = Store(root)
     scheme = store.uri("")
     if store.is_local or not source.startswith(scheme):
         return source, revision
@@ -133,11 +120,12 @@ def checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:
 
 
 def ray_map(function: Callable, config: StudyConfig, items: Sequence, **options: object) -> list:
-    """Run ``function(config, item)`` as one Ray task per item; a task's exception is returned, not raised."""
+    """Run ``function(config, *item)`` as one Ray task per item (a tuple); a task's exception is returned, not
+    raised."""
     import ray
 
     remote = ray.remote(**options)(function) if options else ray.remote(function)
-    refs = [remote.remote(config, item) for item in items]
+    refs = [remote.remote(config, *item) for item in items]
     outcomes = []
     for ref in refs:
         try:

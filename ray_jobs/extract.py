@@ -24,45 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
-from ray_jobs.common import (
-    Failures,
-    StageResult,
-    checkpoints,
-    config_from_args,
-    init_ray,
-    job_arguments,
-    loadable_checkpoint,
-)
+from analysis.tables import activation_schema, rows_table
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint
 from ray_jobs.config import ModelSpec, StudyConfig
-from ray_jobs.prepare import DataFingerprints, run_prepare
+from ray_jobs.context import StudyContext, key_label
+from ray_jobs.prepare import DataFingerprints
+from ray_jobs.stages import stage_main
 
 #: Sentences an actor extracts and writes at a time.
 CHUNK_SENTENCES = 256
-
-STATS_SCHEMA = pa.schema(
-    [
-        ("sentences", pa.int64()),
-        ("dropped_sentences", pa.int64()),
-        ("words", pa.int64()),
-        ("dropped_words", pa.int64()),
-        ("tokens", pa.int64()),
-        ("seconds", pa.float64()),
-        ("hidden_size", pa.int64()),
-        ("max_length", pa.int64()),
-    ]
-)
-
-
-def activation_schema(hidden_size: int, dtype: str) -> pa.Schema:
-    """Rows of the activations table: the word's key and its vector as a fixed-size list."""
-    value_type = pa.float16() if dtype == "float16" else pa.float32()
-    return pa.schema(
-        [
-            ("sentence_index", pa.int32()),
-            ("position", pa.int32()),
-            ("vector", pa.list_(value_type, hidden_size)),
-        ]
-    )
 
 
 def activation_fingerprint(config: StudyConfig, source: str, revision: str, layer: int, sentences_fp: str) -> str:
@@ -94,7 +64,7 @@ def actor_device(num_gpus: float, cuda_available: bool, section: str = "extracti
 class CheckpointWorker:
     """Holds one loaded checkpoint; writes the activations of one language at a time."""
 
-    def __init__(self, source: str, revision: str, layers: list[int], config: StudyConfig):
+    def __init__(self, source: str, revision: str, layers: list[int], config: StudyConfig, store: Store):
         import torch
 
         from probing.extraction import WordActivationExtractor, compute_torch_dtype, load_model
@@ -104,7 +74,7 @@ class CheckpointWorker:
         device = torch.device(actor_device(extraction.resources.num_gpus, torch.cuda.is_available()))
         params = extraction.params
         self.loaded = load_model(
-            *loadable_checkpoint(config.output_root, source, revision),
+            *loadable_checkpoint(store, source, revision),
             device=str(device),
             dtype=compute_torch_dtype(params.compute_dtype, device),
             device_map=extraction.device_map,
@@ -112,7 +82,7 @@ class CheckpointWorker:
         self.extractor = WordActivationExtractor(self.loaded, layers, params.max_length, params.batch_tokens)
         self.dtype = params.dtype
         self.overlap = extraction.overlap
-        self.store = Store(config.output_root)
+        self.store = store
         self.writers: dict[int, object] = {}
 
     def begin(self, paths: dict[int, str], fingerprints: dict[int, str]) -> None:
@@ -214,14 +184,13 @@ def _count_sentences(store: Store, language: str) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
-def run_extraction(
-    config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints], failures: Failures
-) -> StageResult:
+def run(context: StudyContext) -> StageResult:
     """Extract every unfinished partition; count (checkpoint, language) units done now and already stored."""
     import ray
     from tqdm import tqdm
 
-    store = Store(config.output_root)
+    config, store, sources, data_fps = context.config, context.store, context.sources, context.data_fps
+    failures = context.failures_of("extract")
     units = _pending_units(config, store, sources, data_fps)
     possible = sum(1 for spec, _ in checkpoints(config) if spec.name in sources) * len(data_fps)
     if not units:
@@ -243,14 +212,14 @@ def run_extraction(
         layers = sorted({layer for unit in work for layer in unit[3]})
         try:
             actor = remote_worker.options(name=f"xling-extract-{spec.name}-{revision}-{time.time_ns()}").remote(
-                sources[spec.name], revision, layers, config
+                sources[spec.name], revision, layers, config, store
             )
         except Exception as err:
-            failures.add(f"model={spec.name}/checkpoint={revision}", err)
+            failures.add(key_label(model=spec.name, checkpoint=revision), err)
             return
         try:
             for position, (_, _, language, paths, fps) in enumerate(work):
-                key = f"model={spec.name}/checkpoint={revision}/language={language}"
+                key = key_label(model=spec.name, checkpoint=revision, language=language)
                 try:
                     stream = actor.extract_language.options(num_returns="streaming").remote(
                         language, paths, fps, CHUNK_SENTENCES
@@ -263,14 +232,14 @@ def run_extraction(
                             with lock:
                                 bar.update(item)
                     store.write(
-                        pa.Table.from_pylist([stats], schema=STATS_SCHEMA),
+                        rows_table("extraction_stats", [stats]),
                         store.path("extraction_stats", model=spec.name, checkpoint=revision, language=language),
                         fingerprint(fps),
                     )
                     done_units.append(stats["seconds"] * resources.num_cpus)
                 except ray.exceptions.RayActorError as err:
                     remaining = [unit[2] for unit in work[position:]]
-                    failures.add(f"model={spec.name}/checkpoint={revision}/languages={','.join(remaining)}", err)
+                    failures.add(key_label(model=spec.name, checkpoint=revision, languages=",".join(remaining)), err)
                     return  # the actor is gone; the checkpoint's unfinished languages wait for a rerun
                 except Exception as err:
                     failures.add(key, err)  # the actor dropped the language's hidden files
@@ -283,20 +252,7 @@ def run_extraction(
     return StageResult(len(done_units), possible - len(units), busy_seconds=sum(done_units))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ray_jobs.pretrain import run_pretraining
-
-    args = job_arguments("Extract per-word activations of every checkpoint into Parquet.").parse_args(argv)
-    config = config_from_args(args)
-    init_ray()
-    store = Store(config.output_root)
-    failures = Failures("extract")
-    sources, _ = run_pretraining(config, failures)
-    data_fps, _ = run_prepare(config, failures)
-    run_extraction(config, sources, data_fps, failures)
-    failures.write(store)
-    return 1 if failures.rows else 0
-
+main = stage_main("extract")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

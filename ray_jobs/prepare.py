@@ -6,7 +6,6 @@ statistics (language × attribute → examples per split and values).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,21 +13,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from analysis.store import Store, fingerprint
-from probing.datasets import DATASET_VERSION, SPLITS, build_language
-from ray_jobs.common import Failures, StageResult, config_from_args, job_arguments, ud_signature
+from analysis.tables import rows_table
+from probing.datasets import DATASET_VERSION, build_language
+from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map, ud_signature
 from ray_jobs.config import StudyConfig
-
-STATS_SCHEMA = pa.schema(
-    [
-        ("language", pa.string()),
-        ("attribute", pa.string()),
-        *[(f"n_{s}", pa.int64()) for s in SPLITS],
-        ("n_values", pa.int64()),
-        ("values", pa.list_(pa.string())),
-        ("dropped_values", pa.list_(pa.string())),
-        ("note", pa.string()),
-    ]
-)
+from ray_jobs.context import StudyContext, key_label
+from ray_jobs.stages import stage_main
 
 
 @dataclass(frozen=True)
@@ -56,9 +46,8 @@ def data_fingerprints(config: StudyConfig, language: str) -> DataFingerprints:
     return DataFingerprints(sentences, words, fingerprint("data", sorted(words.items())))
 
 
-def prepare_language(config: StudyConfig, language: str) -> tuple[DataFingerprints, bool]:
+def prepare_language(config: StudyConfig, store: Store, language: str) -> tuple[DataFingerprints, bool]:
     """Build and store one language's tables unless already stored; return their fingerprints and if built now."""
-    store = Store(config.output_root)
     fps = data_fingerprints(config, language)
     stats_path = store.path("dataset_stats", language=language)
     if store.done(stats_path, fps.stats):
@@ -68,44 +57,53 @@ def prepare_language(config: StudyConfig, language: str) -> tuple[DataFingerprin
     for attribute, table in data.datasets.items():
         store.write(table, store.path("words", language=language, attribute=attribute), fps.words[attribute])
     rows = [{**s, "n_values": len(s["values"])} for s in data.stats]
-    store.write(pa.Table.from_pylist(rows, schema=STATS_SCHEMA), stats_path, fps.stats)  # last: marks completion
+    store.write(rows_table("dataset_stats", rows), stats_path, fps.stats)  # last: marks completion
     return fps, True
 
 
-def run_prepare(
-    config: StudyConfig, failures: Failures, runner: Callable | None = None
-) -> tuple[dict[str, DataFingerprints], StageResult]:
-    """Prepare every language (``runner`` maps the per-language function, e.g. over Ray tasks).
+def stored_data_fingerprints(context: StudyContext) -> dict[str, DataFingerprints]:
+    """The fingerprints of every language whose tables are stored for this config (the others are absent)."""
+    store, found = context.store, {}
+    for language in context.config.languages:
+        fps = data_fingerprints(context.config, language)
+        if store.done(store.path("dataset_stats", language=language), fps.stats):
+            found[language] = fps
+    return found
 
-    Returns the data fingerprints of each language that is ready, and what was done.
-    """
+
+def run(context: StudyContext, runner: Callable = ray_map) -> StageResult:
+    """Prepare every language (``runner`` maps the per-language function: one Ray task each by default);
+    set ``context.data_fps`` to the languages that are ready."""
+    config, failures = context.config, context.failures_of("prepare")
     fingerprints: dict[str, DataFingerprints] = {}
     result = StageResult()
-    outcomes = (runner or _serial)(prepare_language, config, config.languages)
+    outcomes = runner(prepare_language, config, [(context.store, lang) for lang in config.languages])
     for language, outcome in zip(config.languages, outcomes, strict=True):
         if isinstance(outcome, BaseException):
-            failures.add(f"language={language}", outcome)
+            failures.add(key_label(language=language), outcome)
         else:
             fingerprints[language], built = outcome
             result.run += built
             result.reused += not built
-    return fingerprints, result
+    context.data_fps = fingerprints
+    return result
 
 
-def _serial(function: Callable, config: StudyConfig, languages: tuple[str, ...]) -> list:
+def serial_map(function: Callable, config: StudyConfig, items: list[tuple]) -> list:
+    """`ray_jobs.common.ray_map` in this process: ``function(config, *item)`` per item, exceptions returned."""
     outcomes = []
-    for language in languages:
+    for item in items:
         try:
-            outcomes.append(function(config, language))
+            outcomes.append(function(config, *item))
         except Exception as err:  # recorded as a failure; the other languages go on
             outcomes.append(err)
     return outcomes
 
 
-def stats_table(config: StudyConfig) -> pa.Table:
-    """The stored dataset statistics of the study's languages."""
-    store = Store(config.output_root)
-    tables = [store.read("dataset_stats", path=store.path("dataset_stats", language=lang)) for lang in config.languages]
+def stats_table(context: StudyContext) -> pa.Table:
+    """The stored dataset statistics of the study's prepared languages."""
+    store = context.store
+    tables = [store.read("dataset_stats", path=store.path("dataset_stats", language=lang)) for lang in context.data_fps]
     return pa.concat_tables(tables)
 
 
@@ -129,16 +127,18 @@ def format_stats(table: pa.Table) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def main(argv: list[str] | None = None) -> int:
+main = stage_main("prepare")
+
+
+def stats_main(argv: list[str] | None = None) -> int:
+    """``xling stats``: prepare the study's languages in this process and print their statistics."""
     args = job_arguments("Build the word datasets of a study and print their statistics.").parse_args(argv)
-    config = config_from_args(args)
-    failures = Failures("prepare")
-    run_prepare(config, failures)
-    failures.write(Store(config.output_root))
-    done = [lang for lang in config.languages if f"language={lang}" not in {f["key"] for f in failures.rows}]
-    if done:
-        print(format_stats(stats_table(dataclasses.replace(config, languages=tuple(done)))))
-    return 1 if failures.rows else 0
+    context = StudyContext.open(config_from_args(args))
+    run(context, runner=serial_map)
+    context.failures_of("prepare").write(context.store)
+    if context.data_fps:
+        print(format_stats(stats_table(context)))
+    return 1 if context.failure_rows() else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ remote root (``s3://...``) training runs on local disk and the checkpoints are t
 
 from __future__ import annotations
 
-import sys
 import time
 from itertools import islice
 from pathlib import Path
@@ -19,8 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
-from ray_jobs.common import Failures, StageResult, config_from_args, init_ray, job_arguments, ud_signature
+from analysis.tables import rows_table
+from ray_jobs.common import StageResult, ud_signature
 from ray_jobs.config import ModelSpec, StudyConfig
+from ray_jobs.context import StudyContext, key_label
+from ray_jobs.stages import stage_main
 
 
 def run_name(config: StudyConfig, spec: ModelSpec) -> str:
@@ -29,7 +31,7 @@ def run_name(config: StudyConfig, spec: ModelSpec) -> str:
     return f"{spec.name}-{fingerprint('pretrain', spec.pretrain, signature)[:10]}"
 
 
-def pretrain_model(config: StudyConfig, spec: ModelSpec, name: str, threads: int) -> str:
+def pretrain_model(config: StudyConfig, store: Store, spec: ModelSpec, name: str, threads: int) -> str:
     """Read the UD text of the study's languages, pre-train (or finish) the model; return its location.
 
     Training writes to local disk (the run directory itself under a local root); under a remote root
@@ -42,7 +44,6 @@ def pretrain_model(config: StudyConfig, spec: ModelSpec, name: str, threads: int
     from probing.datasets import read_language
     from probing.pretrain import pretrain
 
-    store = Store(config.output_root)
     target = f"{store.base}/models/{name}"
     local = Path(target) if store.is_local else store.local_dir() / "models" / name
     torch.set_num_threads(threads)
@@ -61,26 +62,41 @@ def pretrain_model(config: StudyConfig, spec: ModelSpec, name: str, threads: int
     plot_loss_curve(steps[1:], loss[1:], steps[at], heldout[at], local / "loss.png", f"pre-training of {spec.name}")
     if not store.is_local:
         pafs.copy_files(str(local), target, destination_filesystem=store.fs)
-    store.write(
-        log.append_column("run", pa.array([name] * len(log))),
-        store.path("pretrain_loss", model=spec.name),
-        fingerprint(name),
-    )
+    rows = log.append_column("run", pa.array([name] * len(log))).to_pylist()
+    store.write(rows_table("pretrain_loss", rows), store.path("pretrain_loss", model=spec.name), fingerprint(name))
     return store.uri(target)
 
 
-def run_pretraining(config: StudyConfig, failures: Failures) -> tuple[dict[str, str], StageResult]:
-    """Model name → where to load its checkpoints from, pre-training the models that ask for it."""
+def _trained_location(context: StudyContext, spec: ModelSpec) -> str | None:
+    """Where a pre-trained model's checkpoints are, when its run with these params is stored; else None."""
+    store, name = context.store, run_name(context.config, spec)
+    if store.done(store.path("pretrain_loss", model=spec.name), fingerprint(name)):
+        return store.uri(f"{store.base}/models/{name}")
+    return None
+
+
+def stored_sources(context: StudyContext) -> dict[str, str]:
+    """Model name → where to load it from: hub ids and local paths, and the pre-trained models already stored."""
+    sources = {spec.name: str(spec.id) for spec in context.config.models if spec.pretrain is None}
+    for spec in (s for s in context.config.models if s.pretrain is not None):
+        location = _trained_location(context, spec)
+        if location is not None:
+            sources[spec.name] = location
+    return sources
+
+
+def run(context: StudyContext) -> StageResult:
+    """Pre-train the models that ask for it and are not stored yet, one Ray task each; set ``context.sources``."""
     import ray
 
+    config, store, failures = context.config, context.store, context.failures_of("pretrain")
     sources = {spec.name: str(spec.id) for spec in config.models if spec.pretrain is None}
     result = StageResult()
-    store = Store(config.output_root)
     for spec in (s for s in config.models if s.pretrain is not None):
         try:
             name = run_name(config, spec)
-            location = store.uri(f"{store.base}/models/{name}")
-            if store.done(store.path("pretrain_loss", model=spec.name), fingerprint(name)):
+            location = _trained_location(context, spec)
+            if location is not None:
                 print(f"[pretrain] {spec.name}: already trained in {location}")
                 result.reused += 1
             else:
@@ -88,24 +104,17 @@ def run_pretraining(config: StudyConfig, failures: Failures) -> tuple[dict[str, 
                 cpus = 1 if gpus else max(1, int(min(ray.available_resources().get("CPU", 1), 16)))
                 task = ray.remote(num_cpus=cpus, num_gpus=gpus)(pretrain_model)
                 began = time.perf_counter()
-                location = ray.get(task.remote(config, spec, name, cpus))
+                location = ray.get(task.remote(config, store, spec, name, cpus))
                 result.run += 1
                 result.busy_seconds += (time.perf_counter() - began) * cpus
             sources[spec.name] = location
         except Exception as err:
-            failures.add(f"model={spec.name}", err)
-    return sources, result
+            failures.add(key_label(model=spec.name), err)
+    context.sources = sources
+    return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = job_arguments("Pre-train the study's own models, saving intermediate checkpoints.").parse_args(argv)
-    config = config_from_args(args)
-    init_ray()
-    failures = Failures("pretrain")
-    run_pretraining(config, failures)
-    failures.write(Store(config.output_root))
-    return 1 if failures.rows else 0
-
+main = stage_main("pretrain")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ import sys
 import duckdb
 
 from analysis.database import create_database, format_table, query
+from analysis.store import Store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         root = load_config(args.config, check_models=False).output_root
     else:
         root = args.root
-    database = create_database(root)
+    database = create_database(Store(root))
     try:
         columns, rows = query(database, args.sql)
     except duckdb.Error as err:

@@ -9,36 +9,21 @@ others go on.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
-
-from analysis.store import Store, fingerprint
-from ray_jobs.common import (
-    Failures,
-    StageResult,
-    checkpoints,
-    config_from_args,
-    init_ray,
-    job_arguments,
-    loadable_checkpoint,
-    ud_signature,
-)
+from analysis.store import Store
+from analysis.tables import rows_table, schema_of
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, ud_signature
 from ray_jobs.config import StudyConfig
+from ray_jobs.context import StudyContext
+from ray_jobs.stages import stage_main
+from ray_jobs.trials import TransferTrial
 
-TRANSFER_SCHEMA = pa.schema(
-    [
-        ("source_language", pa.string()),
-        ("target_language", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("best_step", pa.int64()),
-        ("train_seconds", pa.float64()),
-        ("n_examples", pa.int64()),
-    ]
-)
+
+def applies(config: StudyConfig) -> bool:
+    """The stage runs for a config with a ``transfer`` section."""
+    return config.transfer is not None
 
 
 def task_targets(config: StudyConfig, task: str) -> list[str]:
@@ -58,11 +43,11 @@ def task_params(config: StudyConfig, task: str):
     return replace(POS_PARAMS if task == "pos" else XNLI_PARAMS, **getattr(config.transfer, task))
 
 
-def transfer_specs(config: StudyConfig, sources: dict[str, str]) -> list[dict]:
-    """Every (checkpoint, task) trial with the fingerprint of what determines its result."""
+def transfer_trials(config: StudyConfig, sources: dict[str, str]) -> list[TransferTrial]:
+    """Every (checkpoint, task) trial of the study whose model is ready."""
     from transfer.xnli_data import XNLI_SPLIT_VERSION
 
-    specs = []
+    trials = []
     for spec, revision in checkpoints(config):
         if spec.name not in sources:
             continue
@@ -79,53 +64,38 @@ def transfer_specs(config: StudyConfig, sources: dict[str, str]) -> list[dict]:
                     ),
                 ]
             )
-            params = task_params(config, task)
-            specs.append(
-                {
-                    "model": spec.name,
-                    "checkpoint": revision,
-                    "task": task,
-                    "source": sources[spec.name],
-                    "targets": targets,
-                    "params": params,
-                    "root": config.output_root,
-                    "ud_dir": config.ud_dir,
-                    "xnli_dir": config.transfer.xnli_dir,
-                    "threads": int(config.transfer.num_cpus),
-                    "fingerprint": fingerprint("transfer", sources[spec.name], revision, task, targets, params, data),
-                }
+            trials.append(
+                TransferTrial(
+                    model=spec.name,
+                    checkpoint=revision,
+                    task=task,
+                    source=sources[spec.name],
+                    targets=tuple(targets),
+                    params=task_params(config, task),
+                    data=tuple(data),
+                    data_dir=config.ud_dir if task == "pos" else config.transfer.xnli_dir,
+                )
             )
-    return specs
+    return trials
 
 
-def _path(store: Store, spec: dict) -> str:
-    return store.path("transfer", model=spec["model"], checkpoint=spec["checkpoint"], task=spec["task"])
-
-
-def run_transfer_trial(spec: dict) -> dict:
+def run_transfer_trial(store: Store, trial: TransferTrial, threads: int) -> dict:
     """Fine-tune one checkpoint on one English task, evaluate every target, store the rows."""
     import torch
 
     from transfer.zero_shot import run_pos_transfer, run_xnli_transfer
 
-    torch.set_num_threads(max(1, spec["threads"]))
+    torch.set_num_threads(max(1, threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.perf_counter()
-    run = run_pos_transfer if spec["task"] == "pos" else run_xnli_transfer
-    data_dir = spec["ud_dir"] if spec["task"] == "pos" else spec["xnli_dir"]
-    source, revision = loadable_checkpoint(spec["root"], spec["source"], spec["checkpoint"])
-    rows = run(
-        source,
-        revision,
-        data_dir,
-        spec["targets"],
-        spec["params"],
-        device=device,
-        checkpoint=spec["checkpoint"],
+    run_task = run_pos_transfer if trial.task == "pos" else run_xnli_transfer
+    source, revision = loadable_checkpoint(store, trial.source, trial.checkpoint)
+    rows = run_task(
+        source, revision, trial.data_dir, list(trial.targets), trial.params, device=device, checkpoint=trial.checkpoint
     )
-    store = Store(spec["root"])
-    table = pa.Table.from_pylist([{c: r[c] for c in TRANSFER_SCHEMA.names} for r in rows], schema=TRANSFER_SCHEMA)
-    store.write(table, _path(store, spec), spec["fingerprint"])
+    columns = schema_of("transfer").names
+    table = rows_table("transfer", [{c: r[c] for c in columns} for r in rows])
+    store.write(table, trial.path(store), trial.fingerprint)
     english = [r["value"] for r in rows if r["target_language"] == r["source_language"] and r["metric"] == "accuracy"]
     return {"status": "ok", "seconds": time.perf_counter() - began, "english_accuracy": english[0] if english else 0.0}
 
@@ -133,51 +103,38 @@ def run_transfer_trial(spec: dict) -> dict:
 def _trainable(config: dict) -> None:
     from ray import tune
 
-    tune.report(run_transfer_trial(config["spec"]))
+    spec = config["spec"]
+    tune.report(run_transfer_trial(spec["store"], spec["trial"], spec["threads"]))
 
 
-def run_transfers(config: StudyConfig, sources: dict[str, str], failures: Failures) -> StageResult:
+def run(context: StudyContext) -> StageResult:
     """Run every unfinished (checkpoint, task) trial as a Ray Tune sweep."""
     import ray
 
     from ray_jobs.sweep import run_sweep
 
-    if config.transfer is None:
-        return StageResult()
-    store = Store(config.output_root)
-    specs = transfer_specs(config, sources)
-    pending = [s for s in specs if not store.done(_path(store, s), s["fingerprint"])]
-    print(f"[transfer] {len(specs)} trials, {len(specs) - len(pending)} already stored, {len(pending)} to run")
+    config, store, failures = context.config, context.store, context.failures_of("transfer")
+    trials = transfer_trials(config, context.sources)
+    pending = [t for t in trials if not store.done(t.path(store), t.fingerprint)]
+    print(f"[transfer] {len(trials)} trials, {len(trials) - len(pending)} already stored, {len(pending)} to run")
     if not pending:
-        return StageResult(0, len(specs))
+        return StageResult(0, len(trials))
     gpus = 1 if config.transfer.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    results = run_sweep("transfer", _trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}, pending, store)
+    threads = int(config.transfer.num_cpus)
+    specs = [{"label": t.label, "store": store, "trial": t, "threads": threads} for t in pending]
+    results = run_sweep("transfer", _trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}, specs, store)
     done, busy = 0, 0.0
     for result in results:
-        spec = result.config["spec"]
+        trial = result.config["spec"]["trial"]
         if result.error is not None:
-            failures.add(f"model={spec['model']}/checkpoint={spec['checkpoint']}/task={spec['task']}", result.error)
+            failures.add(trial.label, result.error)
         else:
             done += 1
             busy += result.metrics["seconds"] * config.transfer.num_cpus
-    return StageResult(done, len(specs) - len(pending), busy_seconds=busy)
+    return StageResult(done, len(trials) - len(pending), busy_seconds=busy)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ray_jobs.pretrain import run_pretraining
-
-    args = job_arguments("Zero-shot cross-lingual transfer of every checkpoint (LoRA / QLoRA), as Ray Tune trials.")
-    config = config_from_args(args.parse_args(argv))
-    if config.transfer is None:
-        print(f"{args.parse_args(argv).config}: no 'transfer' section; nothing to do")
-        return 0
-    init_ray()
-    failures = Failures("transfer")
-    sources, _ = run_pretraining(config, failures)
-    run_transfers(config, sources, failures)
-    failures.write(Store(config.output_root))
-    return 1 if failures.rows else 0
-
+main = stage_main("transfer")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

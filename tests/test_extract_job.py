@@ -16,10 +16,9 @@ import yaml
 
 from analysis.store import Store
 from probing.datasets import read_language
-from ray_jobs import extract
-from ray_jobs.common import Failures
+from ray_jobs import extract, prepare
 from ray_jobs.config import load_config
-from ray_jobs.prepare import run_prepare
+from ray_jobs.context import StudyContext
 
 
 def study(tmp_path: Path, ud_dir: Path, model_dir: Path, root: str, sentences: int = 120):
@@ -44,17 +43,17 @@ def study(tmp_path: Path, ud_dir: Path, model_dir: Path, root: str, sentences: i
 
 
 def extract_all(config, model_dir):
-    failures = Failures("extract")
-    data_fps, _ = run_prepare(config, failures)
-    result = extract.run_extraction(config, {"tiny": str(model_dir)}, data_fps, failures)
-    return result.run, failures
+    context = StudyContext.open(config, sources={"tiny": str(model_dir)})
+    prepare.run(context)
+    result = extract.run(context)
+    return result.run, context.failure_rows()
 
 
 @pytest.mark.slow
 def test_activations_cover_every_word_and_a_rerun_does_nothing(ray_cluster, tmp_path, ud_dir, tiny_bloom_dir):
     config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
     done, failures = extract_all(config, tiny_bloom_dir)
-    assert done == 4 and not failures.rows
+    assert done == 4 and not failures
     root = config.output_root
     con = duckdb.connect()
     words = dict(
@@ -85,7 +84,7 @@ def test_activations_cover_every_word_and_a_rerun_does_nothing(ray_cluster, tmp_
     assert stats == (2 * sum(words.values()), 0)
 
     again, failures = extract_all(config, tiny_bloom_dir)
-    assert again == 0 and not failures.rows
+    assert again == 0 and not failures
 
 
 def _worker_pids() -> list[int]:
@@ -132,7 +131,7 @@ def test_killing_a_worker_mid_run_hides_partial_files_and_a_rerun_matches(
     runner.join()
     assert killed, "the extraction finished before a worker could be killed"
     done, failures = outcome["result"]
-    assert len(failures.rows) == 1 and failures.rows[0]["error"].startswith("ActorDiedError")
+    assert len(failures) == 1 and failures[0]["error"].startswith("ActorDiedError")
     visible, hidden = _visible_and_hidden(config.output_root)
     assert hidden, "the killed worker's partial file should remain hidden"
     for path in visible:  # whatever is visible is complete
@@ -140,7 +139,7 @@ def test_killing_a_worker_mid_run_hides_partial_files_and_a_rerun_matches(
         assert pq.read_table(path).num_rows == pq.read_table(reference_path).num_rows
 
     done, failures = extract_all(config, tiny_bloom_dir)
-    assert not failures.rows and 0 < done < 4
+    assert not failures and 0 < done < 4
     visible, hidden = _visible_and_hidden(config.output_root)
     assert len(visible) == 8 and not hidden
     for path in visible:

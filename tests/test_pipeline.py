@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from analysis.database import DATABASE_NAME
-from analysis.store import LAYOUT, Store
+from analysis.store import Store
+from analysis.tables import LAYOUT
 from ray_jobs import pipeline
 
 pytestmark = pytest.mark.slow

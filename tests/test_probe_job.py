@@ -11,11 +11,9 @@ import pytest
 import yaml
 
 from analysis.store import Store
-from ray_jobs import probe
-from ray_jobs.common import Failures
+from ray_jobs import extract, prepare, probe
 from ray_jobs.config import load_config
-from ray_jobs.extract import run_extraction
-from ray_jobs.prepare import run_prepare
+from ray_jobs.context import StudyContext
 
 pytestmark = pytest.mark.slow
 K_GRID = [1, 5, 10, 30]  # d = 32
@@ -50,17 +48,24 @@ def sweep_config(tmp_path: Path, ud_dir: Path, model_dir: Path, name: str):
 def swept(ray_cluster, tmp_path_factory, ud_dir, tiny_bloom_dir):
     tmp_path = tmp_path_factory.mktemp("sweep")
     config = sweep_config(tmp_path, ud_dir, tiny_bloom_dir, "sweep")
-    failures = Failures("probe")
-    data_fps, _ = run_prepare(config, failures)
     sources = {"tiny": str(tiny_bloom_dir)}
-    run_extraction(config, sources, data_fps, failures)
-    result = probe.run_probing(config, sources, data_fps, failures)
-    return config, sources, data_fps, result, failures
+    context = StudyContext.open(config, sources)
+    prepare.run(context)
+    extract.run(context)
+    result = probe.run(context)
+    return config, sources, context.data_fps, result, context.failure_rows()
+
+
+def probe_again(config, sources):
+    """Prepare, extract and probe ``config`` in a fresh context; its stage results and its failure rows."""
+    context = StudyContext.open(config, sources)
+    results = [stage.run(context) for stage in (prepare, extract, probe)]
+    return (*results, context.failure_rows())
 
 
 def test_sweep_writes_one_ranking_per_trial_and_metrics_per_classifier_and_k(swept):
     config, _, _, result, failures = swept
-    assert not failures.rows
+    assert not failures
     # 2 languages x 2 attributes x 3 methods; Vietnamese has no Number, so its 3 trials cannot probe
     assert result.run == 2 * 2 * 3 and result.reused == 0 and result.no_data == 3
     con = duckdb.connect()
@@ -94,15 +99,12 @@ def test_sweep_writes_one_ranking_per_trial_and_metrics_per_classifier_and_k(swe
 
 
 def test_a_rerun_does_no_work_and_the_same_seed_gives_the_same_ranking(swept, tmp_path, ud_dir, tiny_bloom_dir):
-    config, sources, data_fps, _, _ = swept
-    again = probe.run_probing(config, sources, data_fps, Failures("probe"))
+    config, sources, _, _, _ = swept
+    again = probe.run(StudyContext.open(config, sources))
     assert again.run == 0 and again.reused == 2 * 2 * 3 and again.no_data == 0
 
     other = sweep_config(tmp_path, ud_dir, tiny_bloom_dir, "other")
-    failures = Failures("probe")
-    other_fps, _ = run_prepare(other, failures)
-    run_extraction(other, sources, other_fps, failures)
-    probe.run_probing(other, sources, other_fps, failures)
+    probe_again(other, sources)
     key = {
         "model": "tiny",
         "checkpoint": "step-b",
@@ -118,21 +120,19 @@ def test_a_rerun_does_no_work_and_the_same_seed_gives_the_same_ranking(swept, tm
 
 def test_a_new_attribute_probes_only_it_and_a_new_split_reprobes_without_re_extracting(swept):
     config, sources, _, _, _ = swept
-    failures = Failures("probe")
     with_gender = dataclasses.replace(config, attributes=(*config.attributes, "Gender"))
-    fps, prepared = run_prepare(with_gender, failures)
+    prepared, extracted, added, failures = probe_again(with_gender, sources)
     assert prepared.run == 2  # the dataset statistics cover the new attribute
-    assert run_extraction(with_gender, sources, fps, failures).run == 0
-    added = probe.run_probing(with_gender, sources, fps, failures)
+    assert extracted.run == 0
     assert (added.run, added.reused) == (2 * 3, 2 * 2 * 3)  # only Gender's trials, in both languages
+    assert not failures
 
     resplit = dataclasses.replace(config, data=dataclasses.replace(config.data, min_examples_per_split=6))
-    fps, prepared = run_prepare(resplit, failures)
+    prepared, extracted, redone, failures = probe_again(resplit, sources)
     assert prepared.run == 2
-    assert run_extraction(resplit, sources, fps, failures).run == 0  # the same sentences: activations kept
-    redone = probe.run_probing(resplit, sources, fps, failures)
+    assert extracted.run == 0  # the same sentences: activations kept
     assert (redone.run, redone.reused) == (2 * 2 * 3, 0)  # every dataset changed, so every trial reruns
-    assert not failures.rows
+    assert not failures
 
 
 def test_k_fraction_and_greedy_depth_reach_the_trial_and_its_stored_row(swept):
@@ -140,13 +140,14 @@ def test_k_fraction_and_greedy_depth_reach_the_trial_and_its_stored_row(swept):
     config, sources, data_fps, _, _ = swept
     probing = dataclasses.replace(config.probing, k_fraction=0.25, greedy_depth="k_grid_max")
     changed = dataclasses.replace(config, probing=probing)
-    spec = next(
-        s
-        for s in probe.trial_specs(changed, sources, data_fps)
-        if s["key"]["language"] == "en" and s["key"]["attribute"] == "Number" and s["key"]["method"] == "gaussian"
+    trial = next(
+        t
+        for t in probe.probe_trials(changed, sources, data_fps)
+        if t.language == "en" and t.attribute == "Number" and t.method == "gaussian"
     )
-    assert probe.run_trial(spec)["status"] == "ok"
-    rows = pq.read_table(Store(config.output_root).path("rankings", part="seed-0", **spec["key"])).to_pylist()
+    store = Store(config.output_root)
+    assert probe.run_partition(store, [trial])[0]["status"] == "ok"
+    rows = pq.read_table(trial.paths(store).rankings).to_pylist()
     assert {(r["direction"], r["k"], r["n_greedy"]) for r in rows} == {
         ("ttb", 8, 30),
         ("btt", 8, 0),

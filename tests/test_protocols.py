@@ -14,7 +14,7 @@ from probing.datasets import DataParams, build_language, ud_file_split
 from probing.protocols import PROTOCOLS
 from ray_jobs.config import ConfigError, greedy_steps, load_config, resolve_k
 from ray_jobs.prepare import data_fingerprints
-from ray_jobs.probe import trial_specs
+from ray_jobs.probe import probe_trials
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -156,8 +156,8 @@ def test_greedy_depth_is_k_or_the_grids_maximum_within_the_width():
 
 def _fingerprints(config) -> tuple[str, dict]:
     data_fps = {lang: data_fingerprints(config, lang) for lang in config.languages}
-    specs = trial_specs(config, {"m": "/nowhere"}, data_fps)
-    return data_fps["en"].words["Number"], {s["key"]["method"]: s["fingerprint"] for s in specs}
+    trials = probe_trials(config, {"m": "/nowhere"}, data_fps)
+    return data_fps["en"].words["Number"], {t.method: t.fingerprint for t in trials}
 
 
 def test_a_preset_changes_the_fingerprints_of_what_it_changes(tmp_path, ud_dir):

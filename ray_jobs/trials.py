@@ -1,0 +1,132 @@
+"""The units of work of the Tune stages, as frozen dataclasses named by the hash of their own fields.
+
+As open_lth names a run by the hash of its hyperparameters, a trial's ``fingerprint`` is the hash of
+every field that determines its result (`fingerprint_fields`): change one and the trial reruns, keep
+them and its stored result is reused. Resources (threads, GPUs) are not part of a trial: they decide
+where it runs, not what it computes. ``paths(store)`` is where it writes; ``label`` is its key in the
+failures table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import NamedTuple
+
+from analysis.store import Store, fingerprint
+from ray_jobs.context import key_label
+
+#: Metadata of a field that says where a trial's inputs are, not what they are (their content is
+#: fingerprinted by another field), so that it is left out of the trial's fingerprint.
+LOCATION = {"fingerprinted": False}
+
+
+def fingerprint_fields(trial: object, kind: str) -> str:
+    """The hash of a trial's kind and all its fields but the `LOCATION` ones."""
+    values = {f.name: getattr(trial, f.name) for f in fields(trial) if f.metadata.get("fingerprinted", True)}
+    return fingerprint(kind, values)
+
+
+class ProbePaths(NamedTuple):
+    rankings: str
+    metrics: str
+    failure: str
+
+
+@dataclass(frozen=True)
+class ProbeTrial:
+    """One ranking unit: fit a method on one (checkpoint, layer, language, attribute), evaluate it, store both.
+
+    ``words_fingerprint`` and ``activation_fingerprint`` stand for the data it reads; ``versions`` for the
+    code that computes it (trial seeding, evaluation, rankers), so a change there reruns it too.
+    """
+
+    model: str
+    checkpoint: str
+    layer: int
+    language: str
+    attribute: str
+    method: str
+    seed: int
+    k: int
+    k_fraction: float | None
+    greedy_depth: str
+    k_grid: tuple[int, ...]
+    classifiers: tuple[str, ...]
+    params: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    max_examples: int | None = None
+    words_fingerprint: str = ""
+    activation_fingerprint: str = ""
+    versions: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> dict:
+        """The partition columns of its rankings and metrics."""
+        return {
+            "model": self.model,
+            "checkpoint": self.checkpoint,
+            "layer": self.layer,
+            "language": self.language,
+            "attribute": self.attribute,
+            "method": self.method,
+        }
+
+    @property
+    def partition(self) -> tuple:
+        """The activation partition it reads: (model, checkpoint, layer, language)."""
+        return (self.model, self.checkpoint, self.layer, self.language)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_fields(self, "probe")
+
+    @property
+    def label(self) -> str:
+        return key_label(**self.key, seed=self.seed)
+
+    def paths(self, store: Store) -> ProbePaths:
+        part = f"seed-{self.seed}"
+        return ProbePaths(
+            store.path("rankings", part=part, **self.key),
+            store.path("probe_metrics", part=part, **self.key),
+            store.path("failures", part=f"trial-{fingerprint(self.key, self.seed)}", stage="probe"),
+        )
+
+    def activation_path(self, store: Store) -> str:
+        return store.path(
+            "activations", model=self.model, checkpoint=self.checkpoint, layer=self.layer, language=self.language
+        )
+
+    def is_done(self, store: Store) -> bool:
+        """True when its rankings, or its cannot-run marker, are stored with its fingerprint."""
+        paths, fp = self.paths(store), self.fingerprint
+        return store.done(paths.rankings, fp) or store.done(paths.failure, fp)
+
+
+@dataclass(frozen=True)
+class TransferTrial:
+    """Fine-tune one checkpoint on one English task and score it zero-shot on the target languages.
+
+    ``data`` is the signature of the task's data files (their contents), ``data_dir`` where they are.
+    """
+
+    model: str
+    checkpoint: str
+    task: str
+    source: str
+    targets: tuple[str, ...]
+    params: object
+    data: tuple
+    data_dir: str = field(default="", metadata=LOCATION)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_fields(self, "transfer")
+
+    @property
+    def label(self) -> str:
+        return key_label(model=self.model, checkpoint=self.checkpoint, task=self.task)
+
+    def path(self, store: Store) -> str:
+        return store.path("transfer", model=self.model, checkpoint=self.checkpoint, task=self.task)
