@@ -1,0 +1,73 @@
+"""What the study found, first: controls, rankings against random, overlap against chance, transfer.
+
+The sentences come from analysis/findings.py; this section gathers their inputs from whichever of
+the overlap, probing and correlation views the study has.
+"""
+
+from __future__ import annotations
+
+from analysis.findings import (
+    beats_random_findings,
+    beats_random_rows,
+    control_findings,
+    overlap_findings,
+    transfer_findings,
+)
+from analysis.report import Section, Table
+from analysis.report_sections.probing import evaluated_k
+from analysis.report_sections.section import ReportContext, ReportSection
+
+TOPIC_ORDER = {"controls": 0, "rankings": 1, "overlap": 2, "transfer": 3}
+
+
+def build(context: ReportContext) -> Section:
+    con, views = context.con, context.views
+    section = Section(
+        "Findings",
+        paragraphs=[
+            "Each sentence is computed from the tables below it in this report (analysis/findings.py states the "
+            "tests): the random control must sit at chance; rankings are compared with the random control on the "
+            "same datasets (one-sided Wilcoxon signed-rank, Benjamini–Hochberg over all comparisons); overlap "
+            "p-values are exact hypergeometric tails, BH-corrected over every overlap test of the study; trends are "
+            "Spearman's ρ of the overlap rate against checkpoint order, exact p, BH over all trends."
+        ],
+    )
+    findings = []
+    if "overlap_pairs" in views:
+        pairs = context.records(
+            "SELECT model, attribute, method, rate, expected, k, d, pvalue, significant, pvalue_bh FROM overlap_pairs",
+        )
+        trends = context.records("SELECT * FROM overlap_trends") if "overlap_trends" in views else []
+        findings += control_findings(pairs) + overlap_findings(pairs, trends)
+        if trends:
+            section.tables.append(
+                context.table(
+                    "Trend of the average overlap rate over checkpoints per layer (Spearman ρ, exact p, BH)",
+                    "SELECT model, layer, attribute, method, n_checkpoints, first_rate, last_rate, expected_rate, "
+                    "spearman_rho, pvalue, pvalue_bh FROM overlap_trends ORDER BY attribute, method, layer",
+                )
+            )
+    if "probe_metrics" in views:
+        at = evaluated_k(con, context.study["k"])
+        small = sorted(r[0] for r in con.execute(f"SELECT DISTINCT k FROM probe_metrics WHERE k <= {at}").fetchall())
+        metrics = context.records(
+            "SELECT model, checkpoint, layer, language, attribute, classifier, seed, k, method, direction, accuracy "
+            "FROM probe_metrics WHERE direction = 'ttb'",
+        )
+        rows = beats_random_rows(metrics, small)
+        findings += beats_random_findings(rows, small[-1])
+        columns = ["attribute", "method", "k", "n", "accuracy", "random_accuracy", "difference", "wins", "pvalue_bh"]
+        section.tables.append(
+            Table(
+                "Test accuracy of each ranking's top k against the random control's on the same datasets",
+                columns,
+                [tuple(r[c] for c in columns) for r in rows],
+            )
+        )
+    if "correlations" in views:
+        findings += transfer_findings(context.records("SELECT * FROM correlations"))
+    section.paragraphs += [f.sentence for f in sorted(findings, key=lambda f: TOPIC_ORDER[f.topic])]
+    return section
+
+
+FINDINGS = ReportSection("findings", ("overlap_pairs", "probe_metrics"), build, needs_any=True)

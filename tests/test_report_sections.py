@@ -1,0 +1,69 @@
+"""The report's section registry: every section reads views the study can have, a section whose views are
+absent is left out while the rest render, and a section added to the registry shows in the report."""
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from analysis.database import DERIVED_VIEWS
+from analysis.report import Section
+from analysis.report_sections import SECTIONS, ReportContext, ReportSection
+from analysis.store import LAYOUT
+from analysis.study_report import build_report
+
+STUDY = {"name": "s", "checkpoints": {"m": ["step-0"]}, "languages": ["en"], "attributes": ["Number"]}
+STUDY |= {"layers": [1], "methods": ["random"], "k": 5}
+
+
+def test_every_section_needs_only_views_the_study_can_have():
+    provided = set(LAYOUT) | set(DERIVED_VIEWS)
+    for section in SECTIONS:
+        assert set(section.needs) <= provided, section.name
+
+
+def test_section_names_are_unique():
+    names = [section.name for section in SECTIONS]
+    assert len(names) == len(set(names))
+
+
+@pytest.fixture
+def con_with_datasets() -> duckdb.DuckDBPyConnection:
+    """A database with only the word datasets' table, registered as `open_results` registers it."""
+    con = duckdb.connect()
+    stats = {"language": ["en"], "attribute": ["Number"], "n_train": [10], "n_dev": [2], "n_test": [3]}
+    stats |= {"n_values": [2], "values": [["Sing", "Plur"]], "note": [""]}
+    con.register("dataset_stats", pa.table(stats))
+    return con
+
+
+def headings(html: str) -> list[str]:
+    return [part.split("</h2>")[0] for part in html.split("<h2>")[1:]]
+
+
+def test_sections_whose_views_are_absent_are_left_out_and_the_rest_render(tmp_path, con_with_datasets):
+    html = build_report(con_with_datasets, tmp_path, STUDY).read_text(encoding="utf-8")
+    assert headings(html) == ["Study", "Word datasets", "Query the results"]
+    assert "Plur" in html
+
+
+def test_a_section_added_to_the_registry_shows_in_the_report(tmp_path, con_with_datasets):
+    def unbuildable(context: ReportContext) -> Section:
+        raise AssertionError("built without its views")
+
+    def languages(context: ReportContext) -> Section:
+        return Section("Languages", tables=[context.table("languages", "SELECT DISTINCT language FROM dataset_stats")])
+
+    sections = [
+        *SECTIONS,
+        ReportSection("lottery", ("rankings",), unbuildable),
+        ReportSection("languages", ("dataset_stats",), languages),
+    ]
+    html = build_report(con_with_datasets, tmp_path, STUDY, sections).read_text(encoding="utf-8")
+    assert headings(html) == ["Study", "Word datasets", "Query the results", "Languages"]
+
+
+def test_a_section_needing_any_of_its_views_shows_when_one_is_present():
+    section = ReportSection("either", ("overlap_pairs", "probe_metrics"), lambda context: Section("x"), needs_any=True)
+    assert section.shown(frozenset({"probe_metrics"}))
+    assert not section.shown(frozenset({"transfer"}))
+    assert ReportSection("always", (), lambda context: Section("x")).shown(frozenset())
