@@ -64,8 +64,8 @@ def run_full(
     from ray_jobs.extract import CHUNK_SENTENCES, CheckpointWorker
 
     config = study_config(root, model_dir, layers, gpus, overlap)
-    worker = CheckpointWorker(str(model_dir), "main", layers, config)
     store = Store(root)
+    worker = CheckpointWorker(str(model_dir), "main", layers, config, store)
     paths = {
         layer: store.path("activations", model="bench", checkpoint="main", layer=layer, language="en")
         for layer in layers

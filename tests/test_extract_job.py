@@ -178,7 +178,7 @@ def test_the_compute_dtype_is_in_the_activation_fingerprint_and_the_overlap_is_n
 
 def _write_language(config, model_dir, layer: int, sentences: list, name: str) -> np.ndarray:
     """Run the actor's class in-process over the sentences; the stored vectors of one layer."""
-    worker = extract.CheckpointWorker(str(model_dir), "step-b", [layer], config)
+    worker = extract.CheckpointWorker(str(model_dir), "step-b", [layer], config, Store(config.output_root))
     path = Store(config.output_root).path("activations", model=name, checkpoint="step-b", layer=layer, language="en")
     worker.begin({layer: path}, {layer: name})
     chunks = ((np.arange(start, start + 8), sentences[start : start + 8]) for start in range(0, len(sentences), 8))
