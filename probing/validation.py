@@ -40,3 +40,9 @@ def one_of(name: str, value: object, allowed: Iterable[str]) -> list[str]:
     """The problem of a field outside its allowed names, if it is."""
     allowed = tuple(allowed)
     return [] if value in allowed else [f"{name}: expected one of {', '.join(allowed)}, got {value!r}"]
+
+
+def all_known(name: str, kind: str, values: Iterable[str], known: Iterable[str]) -> list[str]:
+    """A problem for each value that is not a known name ("methods: unknown method 'x' (known: a, b)")."""
+    known = tuple(known)
+    return [f"{name}: unknown {kind} '{value}' (known: {', '.join(known)})" for value in values if value not in known]
