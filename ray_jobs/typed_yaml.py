@@ -102,12 +102,9 @@ def build(cls: type, data: object, where: str, problems: list[str]) -> object:
         return INVALID
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    own = [f.name for f in fields if dict(f.metadata) != FLAT]
-    flat = {
-        f.name: [g.name for g in dataclasses.fields(hints[f.name]) if g.name not in own]
-        for f in fields
-        if dict(f.metadata) == FLAT
-    }
+    nested = [f.name for f in fields if dict(f.metadata) == FLAT]
+    own = [f.name for f in fields if f.name not in nested]
+    flat = {name: [g.name for g in dataclasses.fields(hints[name]) if g.name not in own] for name in nested}
     known = own + [name for names in flat.values() for name in names]
     for key in sorted(set(data) - set(known), key=str):
         problems.append(f"{_at(where, key)}: unknown key (known: {', '.join(known)})")
