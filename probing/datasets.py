@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_conllu
 from probing.unimorph import ud_to_unimorph
+from probing.validation import at_least, one_of, reject
 
 SPLITS: tuple[str, str, str] = ("train", "dev", "test")
 #: Bumped whenever the way datasets are built changes, so that stored datasets are rebuilt.
@@ -65,6 +66,10 @@ WORD_SCHEMA = pa.schema(
 )
 
 
+#: How words are split into train/dev/test (``DataParams.split``).
+DATA_SPLITS: tuple[str, ...] = ("lemma", "ud")
+
+
 @dataclass(frozen=True)
 class DataParams:
     """What determines the word datasets (hashed into their fingerprint).
@@ -82,6 +87,17 @@ class DataParams:
     seed: int = 0
     split: str = "lemma"
     min_types_per_value: int = 1
+
+    def __post_init__(self) -> None:
+        problems = [
+            *at_least("min_examples_per_split", self.min_examples_per_split, 1),
+            *one_of("split", self.split, DATA_SPLITS),
+            *at_least("min_types_per_value", self.min_types_per_value, 1),
+        ]
+        fractions = self.split_fractions
+        if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+            problems.append(f"split_fractions: expected three positive fractions summing to 1, got {list(fractions)}")
+        reject(problems)
 
 
 @dataclass

@@ -53,7 +53,7 @@ on the real split (the earlier behaviour, kept for comparison).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +65,6 @@ from probing.datasets import stable_seed
 from probing.rankers.base import Standardiser, class_prior, entropy
 from probing.rankers.gaussian import fit_gaussian_niw
 
-CLASSIFIERS = ("linear", "gaussian")
 L2_PENALTIES = ("squared", "norm")
 NMI_ENTROPIES = ("train", "evaluated")
 NMI_CALIBRATIONS = ("dev", "none")
@@ -275,6 +274,27 @@ def gaussian_log_proba(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndar
     return out
 
 
+def _gaussian_classifier(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_eval: np.ndarray,
+    n_classes: int,
+    params: EvaluationParams,
+    device: str | torch.device,
+) -> np.ndarray:
+    """`gaussian_log_proba` as a `Classifier`: on k neurons it is a few k × k matrices, cheap on the CPU
+    whatever the device, and it has no parameters."""
+    return gaussian_log_proba(X_train, y_train, X_eval, n_classes)
+
+
+#: A classifier that scores a ranking: test log-probabilities (n, C) of a model fitted on
+#: (X_train, y_train), given (X_train, y_train, X_test, n_classes, params, device).
+Classifier = Callable[[np.ndarray, np.ndarray, np.ndarray, int, EvaluationParams, str | torch.device], np.ndarray]
+
+#: The classifiers by name, as a study config's ``probing.classifiers`` names them.
+CLASSIFIERS: dict[str, Classifier] = {"linear": linear_log_proba, "gaussian": _gaussian_classifier}
+
+
 def temper(log_probs: np.ndarray, prior: np.ndarray, beta: float) -> np.ndarray:
     """log q_β(c | x) with q_β ∝ π_c (p(c | x) / π_c)^β over the classes of nonzero prior (others −inf)."""
     present = prior > 0
@@ -313,12 +333,9 @@ def _classify(
 ) -> np.ndarray:
     """Log-probabilities on ``X_eval`` of the named classifier trained on (X_train, y_train).
 
-    The linear classifier's iterative fit runs on ``device``; the Gaussian one on k neurons is a few
-    k × k matrices, cheap on the CPU.
+    The linear classifier's iterative fit runs on ``device``; the Gaussian one on the CPU.
     """
-    if classifier == "linear":
-        return linear_log_proba(X_train, y_train, X_eval, C, params, device)
-    return gaussian_log_proba(X_train, y_train, X_eval, C)
+    return CLASSIFIERS[classifier](X_train, y_train, X_eval, C, params, device)
 
 
 def _check_evaluation_inputs(order: np.ndarray, data: ProbeData, k_grid: Sequence[int], classifiers: Sequence[str]):
@@ -379,7 +396,7 @@ def evaluate_ranking(
     order: np.ndarray,
     data: ProbeData,
     k_grid: Sequence[int],
-    classifiers: Sequence[str] = CLASSIFIERS,
+    classifiers: Sequence[str] = tuple(CLASSIFIERS),
     seed: int = 0,
     params: EvaluationParams = EvaluationParams(),
     device: str | torch.device = "cpu",

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from probing.conllu_io import SurfaceText
+from probing.validation import at_least, one_of, reject
 
 #: How layers are numbered, as printed in the study report (see the module docstring).
 LAYER_CONVENTION = "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
@@ -51,6 +52,8 @@ COMPUTE_DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+#: Dtypes word vectors may be stored in (``ExtractionParams.dtype``).
+STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,15 @@ class ExtractionParams:
     dtype: str = "float32"
     max_length: int | None = None
     compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        problems = [
+            *at_least("batch_tokens", self.batch_tokens, 1),
+            *one_of("compute_dtype", self.compute_dtype, COMPUTE_DTYPES),
+        ]
+        if self.dtype not in STORAGE_DTYPES:
+            problems.append(f"dtype: expected {' or '.join(STORAGE_DTYPES)}, got {self.dtype!r}")
+        reject(problems)
 
 
 def compute_torch_dtype(name: str, device: torch.device) -> torch.dtype:

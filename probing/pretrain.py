@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from probing.validation import at_least, reject
+
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
@@ -48,6 +50,16 @@ class PretrainParams:
     heldout_fraction: float = 0.02
     sentences_per_language: int | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [
+            *at_least("n_head", self.n_head, 1),
+            *at_least("steps", self.steps, 1),
+            *at_least("checkpoints", self.checkpoints, 1),
+        ]
+        if self.n_head >= 1 and self.hidden_size % self.n_head:
+            problems.append(f"hidden_size: {self.hidden_size} is not divisible by n_head {self.n_head}")
+        reject(problems)
 
 
 def checkpoint_steps(total: int, count: int) -> list[int]:

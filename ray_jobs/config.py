@@ -1,9 +1,12 @@
 """One study config: a YAML file → typed, validated dataclasses.
 
-Validation happens before any Ray work starts and reports every problem at once (unknown keys,
-wrong types, unknown languages/attributes/methods, layers beyond a model's depth, k above its
-width, a missing ``ud_dir`` or treebank). Relative paths in a config are resolved against the
-directory of the config file; ``${VAR}`` is expanded. This module does not import Ray.
+Validation happens before any Ray work starts and reports every problem at once, each with its
+YAML path. Every section validates itself (its dataclass's ``__post_init__``: known methods,
+classifiers and tasks read from their registries, k ≥ 1, dtypes, ...; `ray_jobs.typed_yaml` puts the
+section's path in front); what crosses sections is checked here on the built config: language and
+treebank folders, layers beyond a model's depth, k above its width, ranker params against the
+protocol, the XNLI folder and the target languages. Relative paths in a config are resolved against
+the directory of the config file; ``${VAR}`` is expanded. This module does not import Ray.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import types
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +21,20 @@ from pathlib import Path
 import yaml
 
 from probing.datasets import DataParams
+from probing.evaluation import CLASSIFIERS, EvaluationParams
 from probing.extraction import COMPUTE_DTYPES, ExtractionParams
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
 from probing.protocols import PROTOCOLS
+from probing.rankers import RANKERS, make_ranker
 from probing.unimorph import ATTRIBUTES
+from probing.validation import all_known, at_least, one_of, reject
+from ray_jobs.typed_yaml import FLAT, build, describe, overlaps, problem_path
+from transfer.finetune import FinetuneParams
 
-#: Ranking methods a study may ask for.
-RANKING_METHODS: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
 #: Zero-shot transfer tasks.
 TRANSFER_TASKS: tuple[str, ...] = ("pos", "xnli")
 #: How far greedy rankers order neurons: up to the study's k, or up to the k grid's maximum (paper 002).
 GREEDY_DEPTHS: tuple[str, ...] = ("k", "k_grid_max")
-#: How words are split into train/dev/test (``probing.datasets``).
-DATA_SPLITS: tuple[str, ...] = ("lemma", "ud")
 
 
 class ConfigError(ValueError):
@@ -50,15 +52,33 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
+    def __post_init__(self) -> None:
+        reject([*at_least("num_cpus", self.num_cpus, 0), *at_least("num_gpus", self.num_gpus, 0)])
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to study: a hub id or local directory with revisions, or one to pre-train first."""
+    """A model to study: a hub id or local directory with revisions, or one to pre-train first.
+
+    ``name`` names its results (a path component and a partition value: no '/', '=', '\\' or spaces).
+    """
 
     name: str
     id: str | None = None
     revisions: tuple[str, ...] = ()
     pretrain: PretrainParams | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.name or any(c in self.name for c in "/=\\ "):
+            problems.append(
+                f"name: a model's name must be non-empty without '/', '=', '\\' or spaces, got {self.name!r}"
+            )
+        if (self.id is None) == (self.pretrain is None):
+            problems.append("id: give exactly one of 'id' (hub id or local path) and 'pretrain'")
+        elif self.pretrain is not None and self.revisions:
+            problems.append("revisions: a pre-trained model's revisions are its checkpoints; remove them")
+        reject(problems)
 
 
 #: Values of ``extraction.device_map`` (accelerate's automatic placement across the actor's GPUs).
@@ -67,33 +87,33 @@ DEVICE_MAPS: tuple[str, ...] = ("auto",)
 
 @dataclass(frozen=True)
 class ExtractionConfig:
-    """Activation extraction: how (params) and with which workers.
+    """Activation extraction: how (``params``, hashed into the activations' fingerprint) and with which workers.
 
-    ``dtype`` is the storage dtype of the vectors; ``compute_dtype`` that of the forward pass ("auto":
-    bfloat16 when the actor asks for a GPU, else float32 — resolved from the config alone, so that the
-    fingerprint is known before any actor starts). ``device_map: auto`` spreads a checkpoint that does
-    not fit one GPU over the actor's GPUs. ``overlap_tokenization`` prepares the next chunk in a
-    background thread during the forward pass (None: only when the actor has a GPU; on 2 CPUs the
-    thread competes with the forward pass for nothing, see the README's benchmarks).
+    In YAML the section is flat: ``batch_tokens``, ``dtype`` and ``max_length`` fill ``params``.
+    ``params.dtype`` is the storage dtype of the vectors. ``compute_dtype`` is the dtype asked for the
+    forward pass ("auto": bfloat16 when the actor asks for a GPU, else float32); ``params.compute_dtype``
+    is always its resolution, set here from the config alone, so that the fingerprint is known before
+    any actor starts. ``device_map: auto`` spreads a checkpoint that does not fit one GPU over the
+    actor's GPUs. ``overlap_tokenization`` prepares the next chunk in a background thread during the
+    forward pass (None: only when the actor has a GPU; on 2 CPUs the thread competes with the forward
+    pass for nothing, see the README's benchmarks).
     """
 
-    batch_tokens: int = 8192
-    dtype: str = "float32"
+    params: ExtractionParams = field(default_factory=ExtractionParams, metadata=FLAT)
     compute_dtype: str = "auto"
     device_map: str | None = None
     overlap_tokenization: bool | None = None
-    max_length: int | None = None
     workers: int = 1
     resources: Resources = field(default_factory=Resources)
 
-    @property
-    def params(self) -> ExtractionParams:
-        return ExtractionParams(
-            batch_tokens=self.batch_tokens,
-            dtype=self.dtype,
-            max_length=self.max_length,
-            compute_dtype=resolve_compute_dtype(self.compute_dtype, self.resources.num_gpus),
-        )
+    def __post_init__(self) -> None:
+        problems = [*at_least("workers", self.workers, 1)]
+        if self.compute_dtype not in ("auto", *COMPUTE_DTYPES):
+            problems.append(f"compute_dtype: expected auto, {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        accelerate_installed = importlib.util.find_spec("accelerate") is not None
+        reject(problems + device_map_problems(self.device_map, self.resources.num_gpus, accelerate_installed))
+        resolved = resolve_compute_dtype(self.compute_dtype, self.resources.num_gpus)
+        object.__setattr__(self, "params", dataclasses.replace(self.params, compute_dtype=resolved))
 
     @property
     def overlap(self) -> bool:
@@ -114,15 +134,15 @@ def device_map_problems(device_map: str | None, num_gpus: float, accelerate_inst
         return []
     problems = []
     if device_map not in DEVICE_MAPS:
-        problems.append(f"extraction.device_map: expected null or {', '.join(DEVICE_MAPS)}, got {device_map!r}")
+        problems.append(f"device_map: expected null or {', '.join(DEVICE_MAPS)}, got {device_map!r}")
     if not accelerate_installed:
         problems.append(
-            "extraction.device_map: needs the 'accelerate' package, which is not installed "
+            "device_map: needs the 'accelerate' package, which is not installed "
             "(pip install accelerate), or remove device_map"
         )
     if num_gpus <= 0:
         problems.append(
-            "extraction.device_map: spreads a checkpoint over GPUs, but extraction.resources.num_gpus is 0; "
+            "device_map: spreads a checkpoint over GPUs, but extraction.resources.num_gpus is 0; "
             "give the actor GPUs or remove device_map"
         )
     return problems
@@ -132,10 +152,12 @@ def device_map_problems(device_map: str | None, num_gpus: float, accelerate_inst
 class ProbingConfig:
     """Which rankings to compute, how to evaluate them, and the resources of one Tune trial.
 
-    ``params`` maps a method to overrides of its hyperparameter dataclass (``probing.rankers``);
-    ``evaluation`` overrides ``probing.evaluation.EvaluationParams`` (the classifiers that score a
-    ranking); ``max_examples`` caps each split of a dataset by a seeded subsample (None: all). A trial
-    with ``num_gpus`` > 0 fits its rankers and evaluation classifiers on that GPU.
+    ``methods`` are ranker names (``probing.rankers.RANKERS``), ``classifiers`` those of the
+    classifiers that score a ranking (``probing.evaluation.CLASSIFIERS``). ``params`` maps a method
+    to overrides of its hyperparameter dataclass (``probing.rankers``); ``evaluation`` overrides
+    ``probing.evaluation.EvaluationParams``; ``max_examples`` caps each split of a dataset by a
+    seeded subsample (None: all). A trial with ``num_gpus`` > 0 fits its rankers and evaluation
+    classifiers on that GPU.
 
     ``k_fraction`` gives k relative to each model's width d instead of ``k``: k = max(1, round(k_fraction·d)).
     ``greedy_depth`` is how many positions greedy rankers (latent, gaussian) fill greedily: ``k``, or
@@ -153,6 +175,24 @@ class ProbingConfig:
     evaluation: dict = field(default_factory=dict)
     max_examples: int | None = None
     resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        problems = [
+            *all_known("methods", "method", self.methods, RANKERS),
+            *at_least("k", self.k, 1),
+            *one_of("greedy_depth", self.greedy_depth, GREEDY_DEPTHS),
+            *all_known("classifiers", "classifier", self.classifiers, CLASSIFIERS),
+            *(f"params.{m}: '{m}' is not one of probing.methods" for m in self.params if m not in self.methods),
+        ]
+        if self.k_fraction is not None and not 0 < self.k_fraction <= 1:
+            problems.append(f"k_fraction: expected a fraction of the width in (0, 1], got {self.k_fraction}")
+        if any(k < 1 for k in self.k_grid):
+            problems.append(f"k_grid: every k must be at least 1, got {list(self.k_grid)}")
+        try:
+            EvaluationParams(**self.evaluation)
+        except (TypeError, ValueError) as err:
+            problems.append(f"evaluation: {err}")
+        reject(problems)
 
     def k_for(self, width: int) -> int:
         """The study's k for a model of hidden size ``width`` (``k_fraction`` of it when given)."""
@@ -187,6 +227,15 @@ class TransferConfig:
     num_cpus: float = 1.0
     use_gpu: bool = True
 
+    def __post_init__(self) -> None:
+        problems = all_known("tasks", "task", self.tasks, TRANSFER_TASKS)
+        for task in ("pos", "xnli"):
+            try:
+                FinetuneParams(**getattr(self, task))
+            except (TypeError, ValueError) as err:
+                problems.append(f"{task}: {err}")
+        reject(problems)
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -213,90 +262,7 @@ def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
     return spec.revisions or ("main",)
 
 
-# --- YAML → dataclasses -------------------------------------------------------------------------
-
-_INVALID = object()
-
-
-def _describe(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-def _coerce(hint: object, value: object, where: str, problems: list[str]) -> object:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where, problems)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            problems.append(f"{where}: expected a list, got {_describe(value)}")
-            return _INVALID
-        item_types = [args[0]] * len(value) if (len(args) == 2 and args[1] is Ellipsis) else list(args)
-        if len(item_types) != len(value):
-            problems.append(f"{where}: expected a list of {len(item_types)} items, got {len(value)}")
-            return _INVALID
-        pairs = enumerate(zip(item_types, value, strict=True))
-        items = [_coerce(t, v, f"{where}[{i}]", problems) for i, (t, v) in pairs]
-        return _INVALID if any(x is _INVALID for x in items) else tuple(items)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-            problems.append(f"{where}: expected a mapping with string keys, got {_describe(value)}")
-            return _INVALID
-        if not args:
-            return dict(value)
-        items = {key: _coerce(args[1], v, f"{where}.{key}", problems) for key, v in value.items()}
-        return _INVALID if any(x is _INVALID for x in items.values()) else items
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where, problems)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads 1e-3 as a string
-            except ValueError:
-                pass
-    elif hint is str and isinstance(value, str):
-        return value
-    problems.append(f"{where}: expected {getattr(hint, '__name__', hint)}, got {_describe(value)}")
-    return _INVALID
-
-
-def _build(cls: type, data: object, where: str, problems: list[str]) -> object:
-    """Construct dataclass ``cls`` from a mapping, recording problems instead of stopping at the first."""
-    if not isinstance(data, dict):
-        problems.append(f"{where}: expected a mapping, got {_describe(data)}")
-        return _INVALID
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in sorted(set(data) - set(fields), key=str):
-        problems.append(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        value = _coerce(hints[name], data[name], f"{where}.{name}", problems) if name in data else _INVALID
-        if name not in data and required:
-            problems.append(f"{where}.{name}: required")
-        if value is not _INVALID:
-            kwargs[name] = value
-        elif required:  # a stand-in, so that the other fields can still be checked
-            kwargs[name] = () if typing.get_origin(hints[name]) is tuple else hints[name]()
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        return _INVALID
-
-
-# --- semantic checks ----------------------------------------------------------------------------
+# --- checks across sections ---------------------------------------------------------------------
 
 
 def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None:
@@ -319,7 +285,22 @@ def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None
     return int(config.num_hidden_layers), int(config.hidden_size)
 
 
-def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None:
+def _study_problems(config: StudyConfig, check_models: bool) -> list[str]:
+    """What no section can check alone: folders on disk, models against layers and k, params against the protocol."""
+    problems = _data_problems(config) + _ranker_params_problems(config)
+    if config.transfer is not None:
+        problems += _transfer_problems(config)
+    if not config.models:
+        problems.append("models: at least one model is required")
+    for spec in config.models:
+        if check_models or spec.pretrain is not None:
+            problems += _model_fit_problems(config, spec)
+    return problems
+
+
+def _data_problems(config: StudyConfig) -> list[str]:
+    """The treebank folders of the languages, the attributes, the layers asked for."""
+    problems = []
     ud_dir = Path(config.ud_dir)
     if not ud_dir.is_dir():
         problems.append(f"ud_dir: {ud_dir} is not a directory")
@@ -333,114 +314,43 @@ def _check(config: StudyConfig, problems: list[str], check_models: bool) -> None
                 problems.append(f"languages: language '{lang}' has no *.conllu file in {ud_dir / lang}")
     if not config.attributes:
         problems.append("attributes: at least one attribute is required")
-    for attribute in config.attributes:
-        if attribute not in ATTRIBUTES:
-            problems.append(f"attributes: unknown attribute '{attribute}' (known: {', '.join(ATTRIBUTES)})")
+    problems += all_known("attributes", "attribute", config.attributes, ATTRIBUTES)
     if not config.layers:
         problems.append("layers: at least one layer is required")
     for layer in config.layers:
         if layer < 0:
             problems.append(f"layers: layer {layer} is negative (0 = embeddings)")
-    for method in config.probing.methods:
-        if method not in RANKING_METHODS:
-            problems.append(f"probing.methods: unknown method '{method}' (known: {', '.join(RANKING_METHODS)})")
-    if config.probing.k < 1:
-        problems.append(f"probing.k: must be at least 1, got {config.probing.k}")
-    fraction = config.probing.k_fraction
-    if fraction is not None and not 0 < fraction <= 1:
-        problems.append(f"probing.k_fraction: expected a fraction of the width in (0, 1], got {fraction}")
-    if config.probing.greedy_depth not in GREEDY_DEPTHS:
-        problems.append(
-            f"probing.greedy_depth: expected one of {', '.join(GREEDY_DEPTHS)}, got {config.probing.greedy_depth!r}"
-        )
-    _check_data(config.data, problems)
-    if config.extraction.dtype not in ("float32", "float16"):
-        problems.append(f"extraction.dtype: expected float32 or float16, got {config.extraction.dtype!r}")
-    if config.extraction.compute_dtype not in ("auto", *COMPUTE_DTYPES):
-        problems.append(
-            f"extraction.compute_dtype: expected auto, {', '.join(COMPUTE_DTYPES)}, "
-            f"got {config.extraction.compute_dtype!r}"
-        )
-    problems += device_map_problems(
-        config.extraction.device_map,
-        config.extraction.resources.num_gpus,
-        importlib.util.find_spec("accelerate") is not None,
-    )
-    if config.extraction.batch_tokens < 1 or config.extraction.workers < 1:
-        problems.append("extraction: batch_tokens and workers must be at least 1")
-
-    for classifier in config.probing.classifiers:
-        if classifier not in ("linear", "gaussian"):
-            problems.append(f"probing.classifiers: unknown classifier '{classifier}' (known: linear, gaussian)")
-    if any(k < 1 for k in config.probing.k_grid):
-        problems.append(f"probing.k_grid: every k must be at least 1, got {list(config.probing.k_grid)}")
-    _check_ranker_params(config, problems)
-    _check_evaluation(config, problems)
-    if config.transfer is not None:
-        _check_transfer(config, problems)
-    if not config.models:
-        problems.append("models: at least one model is required")
-    names = [m.name for m in config.models]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"models: name '{name}' is used twice")
-    for spec in config.models:
-        where = f"models.{spec.name}"
-        if not spec.name or any(c in spec.name for c in "/=\\ "):
-            problems.append(f"{where}: name must be non-empty without '/', '=', '\\' or spaces")
-        if (spec.id is None) == (spec.pretrain is None):
-            problems.append(f"{where}: give exactly one of 'id' (hub id or local path) and 'pretrain'")
-            continue
-        if spec.pretrain is not None:
-            p = spec.pretrain
-            if spec.revisions:
-                problems.append(f"{where}.revisions: a pre-trained model's revisions are its checkpoints; remove them")
-            if p.hidden_size % p.n_head:
-                problems.append(f"{where}.pretrain: hidden_size {p.hidden_size} is not divisible by n_head {p.n_head}")
-            if p.steps < 1 or p.checkpoints < 1:
-                problems.append(f"{where}.pretrain: steps and checkpoints must be at least 1")
-        if check_models or spec.pretrain is not None:
-            shape = _model_shape(spec, problems)
-            if shape is None:
-                continue
-            depth, width = shape
-            for layer in config.layers:
-                if layer > depth:
-                    problems.append(
-                        f"layers: layer {layer} is beyond model '{spec.name}' ({depth} layers; "
-                        f"valid 0..{depth}, 0 = embeddings)"
-                    )
-            if config.probing.k_fraction is None and config.probing.k > width:
-                problems.append(
-                    f"probing.k: {config.probing.k} is larger than the hidden size {width} of model '{spec.name}'"
-                )
+    return problems
 
 
-def _check_data(data: DataParams, problems: list[str]) -> None:
-    fractions = data.split_fractions
-    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        problems.append(f"data.split_fractions: expected three positive fractions summing to 1, got {list(fractions)}")
-    if data.min_examples_per_split < 1:
-        problems.append("data.min_examples_per_split: must be at least 1")
-    if data.split not in DATA_SPLITS:
-        problems.append(f"data.split: expected one of {', '.join(DATA_SPLITS)}, got {data.split!r}")
-    if data.min_types_per_value < 1:
-        problems.append(f"data.min_types_per_value: must be at least 1, got {data.min_types_per_value}")
+def _model_fit_problems(config: StudyConfig, spec: ModelSpec) -> list[str]:
+    """Layers beyond the model's depth, k above its width."""
+    problems: list[str] = []
+    shape = _model_shape(spec, problems)
+    if shape is None:
+        return problems
+    depth, width = shape
+    for layer in config.layers:
+        if layer > depth:
+            problems.append(
+                f"layers: layer {layer} is beyond model '{spec.name}' ({depth} layers; "
+                f"valid 0..{depth}, 0 = embeddings)"
+            )
+    if config.probing.k_fraction is None and config.probing.k > width:
+        problems.append(f"probing.k: {config.probing.k} is larger than the hidden size {width} of model '{spec.name}'")
+    return problems
 
 
-def _check_ranker_params(config: StudyConfig, problems: list[str]) -> None:
+def _ranker_params_problems(config: StudyConfig) -> list[str]:
     """Construct each ranker from its overrides, so that its params dataclass validates them.
 
     A field that the study's protocol sets but that this version of the ranker lacks is named in a
     warning rather than a problem: the presets (``probing.protocols``) are the contract the rankers
     implement, and a trial that gets such a field fails loudly in ``make_ranker``.
     """
-    from probing.rankers import RANKERS, make_ranker
-
+    problems = []
     preset = PROTOCOLS.get(config.protocol, {})
     for method, overrides in config.probing.params.items():
-        if method not in config.probing.methods:
-            problems.append(f"probing.params.{method}: '{method}' is not one of probing.methods")
-            continue
         known = {f.name for f in dataclasses.fields(RANKERS[method].params_type)}
         missing = sorted(set(preset.get(method, {})) - known)
         if missing:
@@ -453,32 +363,13 @@ def _check_ranker_params(config: StudyConfig, problems: list[str]) -> None:
             make_ranker(method, {name: v for name, v in overrides.items() if name not in missing})
         except (TypeError, ValueError) as err:
             problems.append(f"probing.params.{method}: {err}")
+    return problems
 
 
-def _check_evaluation(config: StudyConfig, problems: list[str]) -> None:
-    """Validate ``probing.evaluation`` by constructing ``EvaluationParams``, or by the presets' names without it."""
-    import probing.evaluation
-
-    overrides = config.probing.evaluation
-    params_type = getattr(probing.evaluation, "EvaluationParams", None)
-    if params_type is None:
-        known = {name for preset in PROTOCOLS.values() for name in preset.get("evaluation", {})}
-        for name in sorted(set(overrides) - known):
-            problems.append(f"probing.evaluation.{name}: unknown key (known: {', '.join(sorted(known))})")
-        return
-    try:
-        params_type(**overrides)
-    except (TypeError, ValueError) as err:
-        problems.append(f"probing.evaluation: {err}")
-
-
-def _check_transfer(config: StudyConfig, problems: list[str]) -> None:
-    from transfer.finetune import FinetuneParams
-
+def _transfer_problems(config: StudyConfig) -> list[str]:
+    """The XNLI folder when the xnli task is asked for, the target languages' treebank folders."""
+    problems = []
     transfer = config.transfer
-    for task in transfer.tasks:
-        if task not in TRANSFER_TASKS:
-            problems.append(f"transfer.tasks: unknown task '{task}' (known: {', '.join(TRANSFER_TASKS)})")
     if "xnli" in transfer.tasks and not (transfer.xnli_dir and Path(transfer.xnli_dir).is_dir()):
         problems.append(
             f"transfer.xnli_dir: the xnli task needs a folder of dev-<lang>.tsv files, got {transfer.xnli_dir}"
@@ -486,16 +377,10 @@ def _check_transfer(config: StudyConfig, problems: list[str]) -> None:
     for language in transfer.target_languages:
         if not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")
-    for task in ("pos", "xnli"):
-        try:
-            FinetuneParams(**getattr(transfer, task))
-        except (TypeError, ValueError) as err:
-            problems.append(f"transfer.{task}: {err}")
+    return problems
 
 
-def _field_of(problem: str) -> str:
-    """The top-level field a problem message is about ("layers[1]: ..." → "layers")."""
-    return problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+# --- YAML → StudyConfig -------------------------------------------------------------------------
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -556,6 +441,15 @@ def _k_given_once(raw: dict, problems: list[str]) -> None:
         problems.append("probing.k_fraction: give either probing.k or probing.k_fraction, not both")
 
 
+def _model_names_unique(raw: dict, problems: list[str]) -> None:
+    """No two models share a name; read from the YAML, so that a model rejected for another reason is compared too."""
+    models = raw.get("models")
+    specs = models if isinstance(models, list) else []
+    names = [spec.get("name") for spec in specs if isinstance(spec, dict) and isinstance(spec.get("name"), str)]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"models: name '{name}' is used twice")
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> object:
     """The YAML of a config, with ``extends: other.yaml`` (relative to this file) merged under it."""
     try:
@@ -590,31 +484,30 @@ def load_config(
     """
     path = Path(path)
     raw = _read_yaml(path, ())
-    if isinstance(raw, dict):
-        raw = {"name": path.stem, **raw}
-        for key in ("output_root", "ud_dir"):
-            if isinstance(raw.get(key), str):
-                raw[key] = _resolve(raw[key], path.parent)
-        for key, value in (("output_root", output_root), ("ud_dir", ud_dir)):
-            if value is not None:
-                raw[key] = _resolve(value, Path.cwd())
-        transfer = raw.get("transfer")
-        if isinstance(transfer, dict) and isinstance(transfer.get("xnli_dir"), str):
-            raw["transfer"] = {**transfer, "xnli_dir": _resolve(transfer["xnli_dir"], path.parent)}
-        for model in raw.get("models") or []:
-            if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
-                model["id"] = _resolve(model["id"], path.parent)
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), [f"config: expected a mapping, got {describe(raw)}"])
+    raw = {"name": path.stem, **raw}
+    for key in ("output_root", "ud_dir"):
+        if isinstance(raw.get(key), str):
+            raw[key] = _resolve(raw[key], path.parent)
+    for key, value in (("output_root", output_root), ("ud_dir", ud_dir)):
+        if value is not None:
+            raw[key] = _resolve(value, Path.cwd())
+    transfer = raw.get("transfer")
+    if isinstance(transfer, dict) and isinstance(transfer.get("xnli_dir"), str):
+        raw["transfer"] = {**transfer, "xnli_dir": _resolve(transfer["xnli_dir"], path.parent)}
+    for model in raw.get("models") or []:
+        if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
+            model["id"] = _resolve(model["id"], path.parent)
     problems: list[str] = []
-    if isinstance(raw, dict):
-        raw = _apply_protocol(raw, problems)
-        _k_given_once(raw, problems)
-    config = _build(StudyConfig, raw, "config", problems)
-    problems = [p.replace("config.", "", 1) for p in problems]
-    if config is not _INVALID:
-        semantic: list[str] = []
-        _check(config, semantic, check_models)
-        broken = {_field_of(p) for p in problems}
-        problems += [p for p in semantic if _field_of(p) not in broken]
+    raw = _apply_protocol(raw, problems)
+    _k_given_once(raw, problems)
+    _model_names_unique(raw, problems)
+    built: list[str] = []
+    config = build(StudyConfig, raw, "", built)
+    # a value that could not be built was replaced by a default: checks that read it would mislead
+    across = _study_problems(config, check_models)
+    problems += built + [p for p in across if not any(overlaps(problem_path(p), problem_path(b)) for b in built)]
     if problems:
         raise ConfigError(str(path), problems)
     return config

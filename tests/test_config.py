@@ -1,11 +1,29 @@
 """Study config: typed loading, path resolution, and every problem reported at once."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ray_jobs.config import ConfigError, device_map_problems, load_config, model_revisions
+from probing.datasets import DataParams
+from probing.evaluation import CLASSIFIERS
+from probing.extraction import ExtractionParams
+from probing.pretrain import PretrainParams
+from probing.rankers import RANKERS
+from probing.validation import InvalidParams
+from ray_jobs.config import (
+    ConfigError,
+    ExtractionConfig,
+    ModelSpec,
+    ProbingConfig,
+    Resources,
+    TransferConfig,
+    device_map_problems,
+    load_config,
+    model_revisions,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,3 +192,76 @@ def test_device_map_needs_accelerate_and_gpus():
     [missing] = device_map_problems("auto", 2, accelerate_installed=False)
     assert "needs the 'accelerate' package, which is not installed" in missing
     assert len(device_map_problems("auto", 0, accelerate_installed=False)) == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: DataParams(split="random"), "split"),
+        (lambda: DataParams(split_fractions=(0.5, 0.5, 0.5)), "split_fractions"),
+        (lambda: PretrainParams(hidden_size=65, n_head=4), "hidden_size"),
+        (lambda: PretrainParams(checkpoints=0), "checkpoints"),
+        (lambda: ExtractionParams(dtype="int8"), "dtype"),
+        (lambda: ExtractionParams(batch_tokens=0), "batch_tokens"),
+        (lambda: Resources(num_gpus=-1), "num_gpus"),
+        (lambda: ModelSpec(name="m"), "id"),
+        (lambda: ModelSpec(name="a/b", id="x"), "name"),
+        (lambda: ExtractionConfig(workers=0), "workers"),
+        (lambda: ExtractionConfig(compute_dtype="fp8"), "compute_dtype"),
+        (lambda: ProbingConfig(k=0), "k"),
+        (lambda: ProbingConfig(classifiers=("svm",)), "classifiers"),
+        (lambda: ProbingConfig(methods=("linear",), params={"latent": {}}), "params.latent"),
+        (lambda: TransferConfig(tasks=("qa",)), "tasks"),
+        (lambda: TransferConfig(pos={"epochs": 0}), "pos"),
+    ],
+)
+def test_each_section_rejects_a_bad_value_naming_its_field(make, field):
+    with pytest.raises(ValueError, match="^" + re.escape(field) + ": "):
+        make()
+
+
+def test_a_section_lists_all_its_problems_at_once():
+    with pytest.raises(InvalidParams) as err:
+        DataParams(split="random", min_types_per_value=0)
+    assert err.value.fields == {"split", "min_types_per_value"}
+    assert "split: expected one of lemma, ud, got 'random'" in str(err.value)
+
+
+def test_methods_and_classifiers_are_read_from_the_registries(tmp_path):
+    problems = "\n".join(config_problems(write_config(tmp_path, probing={"classifiers": ["svm"]})))
+    assert f"probing.classifiers: unknown classifier 'svm' (known: {', '.join(CLASSIFIERS)})" in problems
+    config = load_config(write_config(tmp_path, probing={"methods": list(RANKERS), "classifiers": list(CLASSIFIERS)}))
+    assert config.probing.methods == tuple(RANKERS)
+
+
+def test_a_section_with_unreadable_values_is_not_judged_on_its_stand_ins(tmp_path):
+    """A pre-training section whose n_layer is not a number: its type is the one problem, not a model without source."""
+    models = [{"name": "m", "pretrain": {"n_layer": "two"}}]
+    assert config_problems(write_config(tmp_path, models=models)) == [
+        "models[0].pretrain.n_layer: expected int, got str 'two'"
+    ]
+
+
+def test_nested_problems_carry_their_yaml_path(tmp_path):
+    models = [{"name": "m", "pretrain": {"hidden_size": 64, "n_head": 3, "steps": 0}}]
+    problems = config_problems(write_config(tmp_path, models=models, extraction={"batch_tokens": 0, "workers": 0}))
+    assert sorted(problems) == [
+        "extraction.batch_tokens: must be at least 1, got 0",
+        "extraction.workers: must be at least 1, got 0",
+        "models[0].pretrain.hidden_size: 64 is not divisible by n_head 3",
+        "models[0].pretrain.steps: must be at least 1, got 0",
+    ]
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "demo.yaml"])
+def test_the_flat_extraction_section_fills_the_params_hashed_into_activations(name):
+    """The activations' fingerprint hashes these exact fields and values (unchanged by issue 9's reshape)."""
+    section = yaml.safe_load((REPO / "configs" / name).read_text())["extraction"]
+    config = load_config(REPO / "configs" / name, check_models=False)
+    assert dataclasses.asdict(config.extraction.params) == {
+        "batch_tokens": section.get("batch_tokens", 8192),
+        "dtype": section.get("dtype", "float32"),
+        "max_length": section.get("max_length"),
+        "compute_dtype": "float32",
+    }
+    assert config.extraction.workers == section.get("workers", 1)

@@ -185,14 +185,15 @@ def _write_language(config, model_dir, layer: int, sentences: list, name: str) -
     assert sum(worker.write_chunks(chunks)) == len(sentences)
     worker.finish()
     table = pq.read_table(path)
-    assert table.schema.field("vector").type.value_type.to_pandas_dtype() == np.dtype(config.extraction.dtype)
+    assert table.schema.field("vector").type.value_type.to_pandas_dtype() == np.dtype(config.extraction.params.dtype)
     return np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
 
 
 def test_bfloat16_compute_is_stored_as_configured_and_close_to_float32(tmp_path, ud_dir, tiny_bloom_dir):
     config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")  # stores float16
     sentences = [s.surface for s in islice(read_language(ud_dir, "en"), 24)]
-    exact = _write_language(with_extraction(config, dtype="float32"), tiny_bloom_dir, 2, sentences, "f32")
+    stored_f32 = dataclasses.replace(config.extraction.params, dtype="float32")
+    exact = _write_language(with_extraction(config, params=stored_f32), tiny_bloom_dir, 2, sentences, "f32")
     half = _write_language(config, tiny_bloom_dir, 2, sentences, "f16")
     low = _write_language(with_extraction(config, compute_dtype="bfloat16"), tiny_bloom_dir, 2, sentences, "bf16")
     assert exact.shape == half.shape == low.shape == (sum(len(s.starts) for s in sentences), 32)

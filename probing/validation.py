@@ -1,0 +1,48 @@
+"""Self-validating parameter dataclasses: every problem of one object at once, each naming its field.
+
+A parameter dataclass's ``__post_init__`` lists what is wrong with it, each problem as
+``"field: what is wrong"``, and passes the list to `reject`. A direct caller of ``DataParams(split="x")``
+gets a ValueError that names the field; a study config (``ray_jobs.config``) puts the YAML path of
+the object in front of each problem (``data.split: expected one of lemma, ud, got 'x'``) and so
+reports every problem of every section at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class InvalidParams(ValueError):
+    """The problems of one parameter object, each ``"field: what is wrong"``."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+    @property
+    def fields(self) -> set[str]:
+        """The fields the problems are about ("params.latent: ..." → "params")."""
+        return {problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0] for problem in self.problems}
+
+
+def reject(problems: list[str]) -> None:
+    """Raise `InvalidParams` when there is any problem."""
+    if problems:
+        raise InvalidParams(problems)
+
+
+def at_least(name: str, value: float, low: float) -> list[str]:
+    """The problem of a field below its minimum, if it is."""
+    return [] if value >= low else [f"{name}: must be at least {low}, got {value}"]
+
+
+def one_of(name: str, value: object, allowed: Iterable[str]) -> list[str]:
+    """The problem of a field outside its allowed names, if it is."""
+    allowed = tuple(allowed)
+    return [] if value in allowed else [f"{name}: expected one of {', '.join(allowed)}, got {value!r}"]
+
+
+def all_known(name: str, kind: str, values: Iterable[str], known: Iterable[str]) -> list[str]:
+    """A problem for each value that is not a known name ("methods: unknown method 'x' (known: a, b)")."""
+    known = tuple(known)
+    return [f"{name}: unknown {kind} '{value}' (known: {', '.join(known)})" for value in values if value not in known]
