@@ -37,9 +37,6 @@ from ray_jobs.config import StudyConfig, greedy_steps, resolve_k
 from ray_jobs.extract import activation_fingerprint, actor_device
 from ray_jobs.prepare import DataFingerprints, run_prepare
 
-#: Ranking methods whose reverse is evaluated as a bottom-to-top control (a random ranking's reverse is random).
-REVERSIBLE = ("latent", "gaussian", "linear", "probeless")
-
 RANKING_SCHEMA = pa.schema(
     [
         ("seed", pa.int64()),
@@ -193,7 +190,7 @@ def run_unit(spec: dict, partition: Partition, device: str = "cpu") -> dict:
     probed is marked, not raised."""
     from probing.evaluation import EvaluationParams, evaluate_ranking
     from probing.probe_data import CannotProbe
-    from probing.rankers import make_ranker, reverse
+    from probing.rankers import RANKERS, make_ranker, reverse
 
     store = partition.store
     ranking_path, metrics_path, failure_path = _paths(store, spec)
@@ -214,11 +211,11 @@ def run_unit(spec: dict, partition: Partition, device: str = "cpu") -> dict:
     params = {**spec["params"]}
     width = data.X_train.shape[1]
     k = resolve_k(spec["k"], spec["k_fraction"], width)
-    if method in ("latent", "gaussian"):
+    if RANKERS[method].needs_k:
         params.setdefault("k", greedy_steps(k, spec["k_grid"], spec["greedy_depth"], width))
     ranker = make_ranker(method, params, seed=trial_seed(seed, key), device=device)
     ranking = ranker.fit(data.X_train, data.y_train, data.X_dev, data.y_dev)
-    rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
+    rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if RANKERS[method].reversible else [])
     metrics, ranking_rows = [], []
     seconds = time.perf_counter() - began
     evaluation = EvaluationParams(**spec["evaluation"])
