@@ -24,11 +24,12 @@ from probing.extraction import COMPUTE_DTYPES, ExtractionParams
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
 from probing.protocols import PROTOCOLS
 from probing.unimorph import ATTRIBUTES
+from transfer.tasks import TASKS
 
 #: Ranking methods a study may ask for.
 RANKING_METHODS: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
-#: Zero-shot transfer tasks.
-TRANSFER_TASKS: tuple[str, ...] = ("pos", "xnli")
+#: Zero-shot transfer tasks (`transfer.tasks.TASKS`).
+TRANSFER_TASKS: tuple[str, ...] = tuple(TASKS)
 #: How far greedy rankers order neurons: up to the study's k, or up to the k grid's maximum (paper 002).
 GREEDY_DEPTHS: tuple[str, ...] = ("k", "k_grid_max")
 #: How words are split into train/dev/test (``probing.datasets``).
@@ -486,7 +487,7 @@ def _check_transfer(config: StudyConfig, problems: list[str]) -> None:
     for language in transfer.target_languages:
         if not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")
-    for task in ("pos", "xnli"):
+    for task in TASKS:
         try:
             FinetuneParams(**getattr(transfer, task))
         except (TypeError, ValueError) as err:

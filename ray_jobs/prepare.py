@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from analysis.store import Store, fingerprint
-from probing.datasets import DATASET_VERSION, SPLITS, build_language
-from ray_jobs.common import Failures, StageResult, config_from_args, job_arguments, ud_signature
+from probing.datasets import DATASET_VERSION, SPLITS, build_language, ud_signature
+from ray_jobs.common import Failures, StageResult, config_from_args, job_arguments
 from ray_jobs.config import StudyConfig
 
 STATS_SCHEMA = pa.schema(

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
-from ray_jobs.common import Failures, StageResult, config_from_args, init_ray, job_arguments, ud_signature
+from probing.datasets import ud_signature
+from ray_jobs.common import Failures, StageResult, config_from_args, init_ray, job_arguments
 from ray_jobs.config import ModelSpec, StudyConfig
 
 

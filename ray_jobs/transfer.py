@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -24,9 +23,9 @@ from ray_jobs.common import (
     init_ray,
     job_arguments,
     loadable_checkpoint,
-    ud_signature,
 )
 from ray_jobs.config import StudyConfig
+from transfer.tasks import TASKS
 
 TRANSFER_SCHEMA = pa.schema(
     [
@@ -41,44 +40,32 @@ TRANSFER_SCHEMA = pa.schema(
 )
 
 
+def task_data_dir(config: StudyConfig, task: str) -> str | None:
+    """The data folder the task reads (`transfer.tasks.TransferTask.data_dir`)."""
+    return {"ud_dir": config.ud_dir, "xnli_dir": config.transfer.xnli_dir}[TASKS[task].data_dir]
+
+
 def task_targets(config: StudyConfig, task: str) -> list[str]:
-    """Target languages of a task: the configured ones (or the study's); for XNLI those with a dev file."""
-    targets = list(config.transfer.target_languages or config.languages)
-    if task == "xnli":
-        targets = [lang for lang in targets if (Path(config.transfer.xnli_dir) / f"dev-{lang}.tsv").is_file()]
-    return targets
+    """Target languages of a task: the configured ones (or the study's) that its data can score."""
+    return TASKS[task].targets(task_data_dir(config, task), list(config.transfer.target_languages or config.languages))
 
 
 def task_params(config: StudyConfig, task: str):
     """The task's fine-tuning hyperparameters: its defaults overridden by the config."""
     from dataclasses import replace
 
-    from transfer.zero_shot import POS_PARAMS, XNLI_PARAMS
-
-    return replace(POS_PARAMS if task == "pos" else XNLI_PARAMS, **getattr(config.transfer, task))
+    return replace(TASKS[task].params, **getattr(config.transfer, task))
 
 
 def transfer_specs(config: StudyConfig, sources: dict[str, str]) -> list[dict]:
     """Every (checkpoint, task) trial with the fingerprint of what determines its result."""
-    from transfer.xnli_data import XNLI_SPLIT_VERSION
-
     specs = []
     for spec, revision in checkpoints(config):
         if spec.name not in sources:
             continue
         for task in config.transfer.tasks:
             targets = task_targets(config, task)
-            data = (
-                [ud_signature(config.ud_dir, lang) for lang in ["en", *targets]]
-                if task == "pos"
-                else [
-                    XNLI_SPLIT_VERSION,
-                    *sorted(
-                        f"{lang}:{(Path(config.transfer.xnli_dir) / f'dev-{lang}.tsv').stat().st_size}"
-                        for lang in ["en", *targets]
-                    ),
-                ]
-            )
+            data = TASKS[task].data_fingerprint(task_data_dir(config, task), targets)
             params = task_params(config, task)
             specs.append(
                 {
@@ -106,18 +93,15 @@ def run_transfer_trial(spec: dict) -> dict:
     """Fine-tune one checkpoint on one English task, evaluate every target, store the rows."""
     import torch
 
-    from transfer.zero_shot import run_pos_transfer, run_xnli_transfer
-
     torch.set_num_threads(max(1, spec["threads"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.perf_counter()
-    run = run_pos_transfer if spec["task"] == "pos" else run_xnli_transfer
-    data_dir = spec["ud_dir"] if spec["task"] == "pos" else spec["xnli_dir"]
+    task = TASKS[spec["task"]]
     source, revision = loadable_checkpoint(spec["root"], spec["source"], spec["checkpoint"])
-    rows = run(
+    rows = task.run(
         source,
         revision,
-        data_dir,
+        spec[task.data_dir],
         spec["targets"],
         spec["params"],
         device=device,
