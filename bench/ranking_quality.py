@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import UD_DIR  # noqa: E402  (needs REPO on the path)
 from probing.evaluation import ProbeData  # noqa: E402
+from probing.rankers import RANKERS  # noqa: E402
 
-RANKERS = ("latent", "gaussian", "linear", "probeless", "random")
 PRESETS = ("default", "wang2024", "antverg2022")
 LANGUAGES = ("en", "fr")
 ATTRIBUTES = ("Number", "POS")
@@ -161,11 +161,11 @@ def real_tasks(cache: Path, quick: bool) -> list[Task]:
 
 
 def preset_params(method: str, preset: str, k: int) -> dict:
-    """The ranker's overrides under a preset (``probing.protocols``), plus k for the greedy rankers."""
+    """The ranker's overrides under a preset (``probing.protocols``), plus k for the rankers that take it."""
     from probing.protocols import PROTOCOLS
 
     params = dict(PROTOCOLS[preset].get(method, {}))
-    if method in ("latent", "gaussian"):
+    if RANKERS[method].needs_k:
         params["k"] = k
     return params
 

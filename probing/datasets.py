@@ -123,6 +123,11 @@ def treebank_files(ud_dir: Path | str, language: str) -> list[Path]:
     return files
 
 
+def ud_signature(ud_dir: Path | str, language: str) -> list[tuple[str, str]]:
+    """Names and content hashes of a language's treebank files: what the data of a study depends on."""
+    return [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]) for p in treebank_files(ud_dir, language)]
+
+
 def stable_seed(*parts: object) -> int:
     """A 32-bit seed derived from the parts, identical across processes and Python versions."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()

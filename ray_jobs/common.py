@@ -1,9 +1,8 @@
-"""Shared plumbing of the jobs: argument parsing, Ray start-up, failure records, UD signatures."""
+"""Shared plumbing of the jobs: argument parsing, Ray start-up, failure records."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import time
@@ -17,7 +16,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from analysis.store import Store
 from analysis.tables import rows_table
-from probing.datasets import treebank_files
 from ray_jobs.config import ModelSpec, StudyConfig, load_config, model_revisions
 
 
@@ -41,11 +39,6 @@ def init_ray() -> None:
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"), log_to_driver=True, configure_logging=False)
-
-
-def ud_signature(ud_dir: str, language: str) -> list[tuple[str, str]]:
-    """Names and content hashes of a language's treebank files: what the data of a study depends on."""
-    return [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]) for p in treebank_files(ud_dir, language)]
 
 
 @dataclass

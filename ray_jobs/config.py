@@ -30,9 +30,10 @@ from probing.unimorph import ATTRIBUTES
 from probing.validation import all_known, at_least, one_of, reject
 from ray_jobs.typed_yaml import FLAT, build, describe, overlaps, problem_path
 from transfer.finetune import FinetuneParams
+from transfer.tasks import TASKS
 
-#: Zero-shot transfer tasks.
-TRANSFER_TASKS: tuple[str, ...] = ("pos", "xnli")
+#: Zero-shot transfer tasks (`transfer.tasks.TASKS`).
+TRANSFER_TASKS: tuple[str, ...] = tuple(TASKS)
 #: How far greedy rankers order neurons: up to the study's k, or up to the k grid's maximum (paper 002).
 GREEDY_DEPTHS: tuple[str, ...] = ("k", "k_grid_max")
 
@@ -229,7 +230,7 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         problems = all_known("tasks", "task", self.tasks, TRANSFER_TASKS)
-        for task in ("pos", "xnli"):
+        for task in TRANSFER_TASKS:
             try:
                 FinetuneParams(**getattr(self, task))
             except (TypeError, ValueError) as err:

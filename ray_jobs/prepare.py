@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
-from probing.datasets import DATASET_VERSION, build_language
-from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map, ud_signature
+from probing.datasets import DATASET_VERSION, build_language, ud_signature
+from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map
 from ray_jobs.config import StudyConfig
 from ray_jobs.context import StudyContext, key_label
 from ray_jobs.stages import stage_main

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
-from ray_jobs.common import StageResult, ud_signature
+from probing.datasets import ud_signature
+from ray_jobs.common import StageResult
 from ray_jobs.config import ModelSpec, StudyConfig
 from ray_jobs.context import StudyContext, key_label
 from ray_jobs.stages import stage_main

@@ -31,9 +31,6 @@ from ray_jobs.prepare import DataFingerprints
 from ray_jobs.stages import stage_main
 from ray_jobs.trials import ProbeTrial
 
-#: Ranking methods whose reverse is evaluated as a bottom-to-top control (a random ranking's reverse is random).
-REVERSIBLE = ("latent", "gaussian", "linear", "probeless")
-
 
 def probe_trials(
     config: StudyConfig, sources: dict[str, str], data_fps: dict[str, DataFingerprints]
@@ -106,7 +103,7 @@ def run_unit(trial: ProbeTrial, partition: Partition, device: str = "cpu") -> di
     probed is marked, not raised."""
     from probing.evaluation import EvaluationParams, evaluate_ranking
     from probing.probe_data import CannotProbe
-    from probing.rankers import make_ranker, reverse
+    from probing.rankers import RANKERS, make_ranker, reverse
 
     store = partition.store
     paths, fp, seed, method = trial.paths(store), trial.fingerprint, trial.seed, trial.method
@@ -120,11 +117,11 @@ def run_unit(trial: ProbeTrial, partition: Partition, device: str = "cpu") -> di
     params = {**trial.params}
     width = data.X_train.shape[1]
     k = resolve_k(trial.k, trial.k_fraction, width)
-    if method in ("latent", "gaussian"):
+    if RANKERS[method].needs_k:
         params.setdefault("k", greedy_steps(k, trial.k_grid, trial.greedy_depth, width))
     ranker = make_ranker(method, params, seed=trial_seed(seed, trial.key), device=device)
     ranking = ranker.fit(data.X_train, data.y_train, data.X_dev, data.y_dev)
-    rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if method in REVERSIBLE else [])
+    rankings = [("ttb", ranking)] + ([("btt", reverse(ranking))] if RANKERS[method].reversible else [])
     metrics, ranking_rows = [], []
     seconds = time.perf_counter() - began
     evaluation = EvaluationParams(**trial.evaluation)

@@ -10,15 +10,15 @@ others go on.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from analysis.store import Store
 from analysis.tables import rows_table, schema_of
-from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, ud_signature
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint
 from ray_jobs.config import StudyConfig
 from ray_jobs.context import StudyContext
 from ray_jobs.stages import stage_main
 from ray_jobs.trials import TransferTrial
+from transfer.tasks import TASKS
 
 
 def applies(config: StudyConfig) -> bool:
@@ -26,44 +26,32 @@ def applies(config: StudyConfig) -> bool:
     return config.transfer is not None
 
 
+def task_data_dir(config: StudyConfig, task: str) -> str | None:
+    """The data folder the task reads (`transfer.tasks.TransferTask.data_dir`)."""
+    return {"ud_dir": config.ud_dir, "xnli_dir": config.transfer.xnli_dir}[TASKS[task].data_dir]
+
+
 def task_targets(config: StudyConfig, task: str) -> list[str]:
-    """Target languages of a task: the configured ones (or the study's); for XNLI those with a dev file."""
-    targets = list(config.transfer.target_languages or config.languages)
-    if task == "xnli":
-        targets = [lang for lang in targets if (Path(config.transfer.xnli_dir) / f"dev-{lang}.tsv").is_file()]
-    return targets
+    """Target languages of a task: the configured ones (or the study's) that its data can score."""
+    return TASKS[task].targets(task_data_dir(config, task), list(config.transfer.target_languages or config.languages))
 
 
 def task_params(config: StudyConfig, task: str):
     """The task's fine-tuning hyperparameters: its defaults overridden by the config."""
     from dataclasses import replace
 
-    from transfer.zero_shot import POS_PARAMS, XNLI_PARAMS
-
-    return replace(POS_PARAMS if task == "pos" else XNLI_PARAMS, **getattr(config.transfer, task))
+    return replace(TASKS[task].params, **getattr(config.transfer, task))
 
 
 def transfer_trials(config: StudyConfig, sources: dict[str, str]) -> list[TransferTrial]:
     """Every (checkpoint, task) trial of the study whose model is ready."""
-    from transfer.xnli_data import XNLI_SPLIT_VERSION
-
     trials = []
     for spec, revision in checkpoints(config):
         if spec.name not in sources:
             continue
         for task in config.transfer.tasks:
             targets = task_targets(config, task)
-            data = (
-                [ud_signature(config.ud_dir, lang) for lang in ["en", *targets]]
-                if task == "pos"
-                else [
-                    XNLI_SPLIT_VERSION,
-                    *sorted(
-                        f"{lang}:{(Path(config.transfer.xnli_dir) / f'dev-{lang}.tsv').stat().st_size}"
-                        for lang in ["en", *targets]
-                    ),
-                ]
-            )
+            data_dir = task_data_dir(config, task)
             trials.append(
                 TransferTrial(
                     model=spec.name,
@@ -72,8 +60,8 @@ def transfer_trials(config: StudyConfig, sources: dict[str, str]) -> list[Transf
                     source=sources[spec.name],
                     targets=tuple(targets),
                     params=task_params(config, task),
-                    data=tuple(data),
-                    data_dir=config.ud_dir if task == "pos" else config.transfer.xnli_dir,
+                    data=tuple(TASKS[task].data_fingerprint(data_dir, targets)),
+                    data_dir=data_dir,
                 )
             )
     return trials
@@ -83,14 +71,11 @@ def run_transfer_trial(store: Store, trial: TransferTrial, threads: int) -> dict
     """Fine-tune one checkpoint on one English task, evaluate every target, store the rows."""
     import torch
 
-    from transfer.zero_shot import run_pos_transfer, run_xnli_transfer
-
     torch.set_num_threads(max(1, threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.perf_counter()
-    run_task = run_pos_transfer if trial.task == "pos" else run_xnli_transfer
     source, revision = loadable_checkpoint(store, trial.source, trial.checkpoint)
-    rows = run_task(
+    rows = TASKS[trial.task].run(
         source, revision, trial.data_dir, list(trial.targets), trial.params, device=device, checkpoint=trial.checkpoint
     )
     columns = schema_of("transfer").names

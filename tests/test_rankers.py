@@ -2,7 +2,7 @@
 
 import itertools
 import math
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 import pytest
@@ -227,6 +227,19 @@ def test_reverse_reads_the_ranking_bottom_up(planted):
     assert np.array_equal(backwards.scores, ranking.scores[::-1])
     assert backwards.method == "probeless_btt" and backwards.n_greedy == 0
     assert np.array_equal(reverse(backwards).order, ranking.order)
+
+
+@pytest.mark.parametrize("method", sorted(RANKERS))
+def test_each_rankers_traits_say_what_its_ranking_is(method, planted):
+    """reversible: the order follows finite scores, so read bottom-up it puts the planted neurons last (random's
+    does not); greedy: the first k positions are greedy steps; needs_k: its hyperparameters have k."""
+    cls = RANKERS[method]
+    ranker = make_ranker(method, FAST[method])
+    ranking = ranker.fit(*planted)
+    assert cls.needs_k == ("k" in {f.name for f in fields(cls.params_type)})
+    assert ranking.n_greedy == (ranker.params.k if cls.greedy else 0)
+    assert cls.reversible == bool(np.all(np.isfinite(ranking.scores)))
+    assert cls.reversible == (set(reverse(ranking).order[-len(PLANTED) :].tolist()) == set(PLANTED))
 
 
 def test_make_ranker_builds_params_from_a_dict():

@@ -5,6 +5,11 @@ from its frozen hyperparameter dataclass; `make_ranker` builds one by method nam
 overrides. Methods: "latent" (latent-variable probe, greedy), "gaussian" (Gaussian probe, greedy),
 "linear" (elastic-net weights), "probeless" (class-mean differences), "random" (control); `reverse`
 gives the bottom-to-top control of any ranking. Every ranker is deterministic given its seed.
+
+`RANKERS` is the registry a study's methods are read from; each class states its traits
+(``reversible``, ``greedy``, ``needs_k``: `probing.rankers.base.RankerBase`), which the orchestration
+asks instead of keeping lists of method names. A new ranker is a module with its params dataclass and
+class, and one entry in `RANKERS`.
 """
 
 from __future__ import annotations

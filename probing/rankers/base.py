@@ -409,10 +409,22 @@ def greedy_ranking(result: GreedyResult, criterion: str, prior_entropy: float) -
 
 
 class RankerBase:
-    """A ranker's name and hyperparameters (its ``params_type`` defaults when none are given)."""
+    """A ranker's name, hyperparameters (its ``params_type`` defaults when none are given) and traits.
+
+    The traits say what a study does with the ranker's results, so the orchestration asks the class
+    instead of keeping lists of method names.
+    """
 
     method: str
     params_type: type = RankerParams
+    #: Whether the ranking read from its worst neuron up (`reverse`) is a meaningful bottom-to-top control:
+    #: the order follows the ranker's scores. False for a ranking whose reverse is as random as itself.
+    reversible: bool = True
+    #: Whether the first ``params.k`` positions are chosen greedily on dev (``Ranking.n_greedy == k``).
+    greedy: bool = False
+    #: Whether the hyperparameters have ``k``, the number of positions to fill greedily, which a study sets
+    #: from its own k and k grid (``ray_jobs.config.greedy_steps``) unless the config gives it.
+    needs_k: bool = False
 
     def __init__(self, params: RankerParams | None = None, device: str | torch.device = "cpu"):
         """``device``: where torch computes (not a hyperparameter: results agree across devices within
@@ -451,6 +463,9 @@ class GreedyRanker(RankerBase):
     Subclasses set ``method`` and ``params_type`` and implement ``_fit_model``, ``greedy_scorer`` and
     ``predict_log_proba``; after ``fit``, ``standardiser_`` holds the train mean and std.
     """
+
+    greedy = True
+    needs_k = True
 
     def _fit_model(
         self, Z_train: np.ndarray, y_train: np.ndarray, Z_dev: np.ndarray, y_dev: np.ndarray, n_classes: int

@@ -29,6 +29,7 @@ class RandomRanker(ScoreRanker):
     """The random control: a permutation drawn from the seed; its scores are NaN (it has none)."""
 
     method = "random"
+    reversible = False  # its reverse is another random permutation, not a bottom-to-top control
 
     def fit(
         self,
