@@ -13,7 +13,12 @@ Four questions, each answered against its null:
    whole study (``pvalue_bh`` of ``overlap_pairs``); the trend is Spearman's ρ of the matrix's average
    overlap rate with the checkpoint's position (``overlap_trends``; the order of log-spaced steps, so ρ is
    the same against log step), with its exact permutation p-value for up to 8 checkpoints (with 5
-   checkpoints no two-sided p can be below 1/60), BH over every trend tested.
+   checkpoints no two-sided p can be below 1/60), BH over every trend tested. Because one series has so
+   little power, the trend is also pooled per (model, method, seed) over every (layer, attribute) series
+   (``pooled_trends``): the mean of their ρ, with the p-value of a joint permutation test that reorders
+   the checkpoints of all series by the same permutation (valid however the series depend on each other,
+   since under "no trend" the checkpoints are exchangeable), one-sided for "rises" (paper 002's
+   hypothesis) and two-sided, BH over the methods.
 4. *Does overlap track transfer?* Pearson r and p of the ``correlations`` table, as computed there.
 """
 
@@ -100,6 +105,64 @@ def trend_rows(summaries: Iterable[Mapping]) -> list[dict]:
         )
     for row, adjusted in zip(rows, benjamini_hochberg([r["pvalue"] for r in rows]), strict=True):
         row["pvalue_bh"] = float(adjusted)
+    return rows
+
+
+POOLED_KEY = ("model", "method", "seed")
+
+
+def pooled_trend(series: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """Mean Spearman ρ of several series against checkpoint position, and its joint permutation p-values.
+
+    ``series`` are rates over the same checkpoints, in checkpoint order (series with fewer points or a
+    NaN are left out). Every ordering of the checkpoints (n! of them, n ≤ `EXACT_TREND_MAX`) is applied to
+    all series at once; p_rises is the share whose mean ρ is at least the observed one, p_two_sided the
+    share whose |mean ρ| is. Returns (mean ρ, p_rises, p_two_sided); NaN when no series can be ranked.
+    """
+    lengths = {len(s) for s in series}
+    n = max(lengths, default=0)
+    usable = [np.asarray(s, dtype=float) for s in series if len(s) == n and not np.isnan(s).any() and np.ptp(s) > 0]
+    if n < 3 or n > EXACT_TREND_MAX or not usable:
+        return float("nan"), float("nan"), float("nan")
+    ranks = np.stack([stats.rankdata(s) for s in usable])
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
+    orders = np.asarray(list(permutations(range(n))), dtype=int)  # (n!, n); the identity comes first
+    positions = orders - (n - 1) / 2
+    positions /= np.linalg.norm(positions, axis=1, keepdims=True)
+    mean_rhos = (ranks @ positions.T).mean(axis=0)  # mean ρ of the series under each ordering of the checkpoints
+    observed = mean_rhos[0]
+    rises = float(np.mean(mean_rhos >= observed - 1e-12))
+    two_sided = float(np.mean(np.abs(mean_rhos) >= abs(observed) - 1e-12))
+    return float(observed), rises, two_sided
+
+
+def pooled_trend_rows(summaries: Iterable[Mapping]) -> list[dict]:
+    """One pooled trend per (model, method, seed) over its (layer, attribute) series (`pooled_trend`), BH over
+    the rows on the one-sided p."""
+    series: dict[tuple, dict[tuple, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
+    for row in summaries:
+        if row["n_languages"] > 1 and row["checkpoint_index"] >= 0:
+            series[tuple(row[c] for c in POOLED_KEY)][(row["layer"], row["attribute"])].append(row)
+    rows = []
+    for key, members in sorted(series.items(), key=lambda g: str(g[0])):
+        ordered = [sorted(m, key=lambda r: r["checkpoint_index"]) for _, m in sorted(members.items())]
+        rates = [[r["average_rate"] for r in m] for m in ordered]
+        rho, rises, two_sided = pooled_trend(rates)
+        rows.append(
+            {
+                **dict(zip(POOLED_KEY, key, strict=True)),
+                "n_series": len(rates),
+                "n_checkpoints": max(len(r) for r in rates),
+                "first_rate": float(np.mean([r[0] for r in rates])),
+                "last_rate": float(np.mean([r[-1] for r in rates])),
+                "mean_rho": rho,
+                "pvalue_rises": rises,
+                "pvalue": two_sided,
+            }
+        )
+    for row, adjusted in zip(rows, benjamini_hochberg([r["pvalue_rises"] for r in rows]), strict=True):
+        row["pvalue_rises_bh"] = float(adjusted)
     return rows
 
 
@@ -200,6 +263,26 @@ def beats_random_findings(rows: Sequence[Mapping], k: int) -> list[Finding]:
         )
         sentence = f"{attribute}, top {k} neurons: {verdict}. Test accuracy vs random: " + "; ".join(parts) + "."
         findings.append(Finding("rankings", sentence, {"attribute": attribute, "k": k, "winners": winners}))
+    return findings
+
+
+def pooled_trend_findings(pooled: Sequence[Mapping], control: str = "random") -> list[Finding]:
+    """Per method: does overlap rise over checkpoints, pooled over layers and attributes (BH over methods)?
+    The control's row is reported as what no trend looks like."""
+    findings = []
+    for row in sorted(pooled, key=lambda r: (r["method"] == control, r["method"])):
+        if math.isnan(row["mean_rho"]):
+            continue
+        rises = row["pvalue_rises_bh"] <= ALPHA and row["mean_rho"] > 0
+        verdict = "rises significantly" if rises else "does not rise significantly"
+        role = " (the control: no trend expected)" if row["method"] == control else ""
+        sentence = (
+            f"{row['method']}{role}: over {row['n_checkpoints']} checkpoints, pooled over {row['n_series']} "
+            f"(layer, attribute) series, overlap {verdict}: mean Spearman ρ = {row['mean_rho']:+.2f}, mean rate "
+            f"{row['first_rate']:.3f} → {row['last_rate']:.3f}, one-sided joint permutation p = "
+            f"{row['pvalue_rises']:.3g} (BH {row['pvalue_rises_bh']:.3g}; two-sided p = {row['pvalue']:.3g})."
+        )
+        findings.append(Finding("trend", sentence, dict(row) | {"rises": rises}))
     return findings
 
 

@@ -258,6 +258,26 @@ TABLES: dict[str, TableSpec] = {
             "Spearman trend of the average overlap over checkpoints, exact p and BH",
         ),
         TableSpec(
+            "pooled_trends",
+            ("model",),
+            pa.schema(
+                [
+                    ("method", pa.string()),
+                    ("seed", pa.int64()),
+                    ("n_series", pa.int64()),
+                    ("n_checkpoints", pa.int64()),
+                    ("first_rate", pa.float64()),
+                    ("last_rate", pa.float64()),
+                    ("mean_rho", pa.float64()),
+                    ("pvalue_rises", pa.float64()),
+                    ("pvalue", pa.float64()),
+                    ("pvalue_rises_bh", pa.float64()),
+                ]
+            ),
+            True,
+            "per method: the overlap trend pooled over layers and attributes, joint permutation p, BH",
+        ),
+        TableSpec(
             "transfer",
             (*_CHECKPOINT, "task"),
             pa.schema(

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 
 from analysis.correlation import correlation_rows
 from analysis.database import open_results
-from analysis.findings import benjamini_hochberg, trend_rows
+from analysis.findings import benjamini_hochberg, pooled_trend_rows, trend_rows
 from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
@@ -21,7 +21,7 @@ from ray_jobs.config import StudyConfig, model_revisions
 from ray_jobs.context import StudyContext
 from ray_jobs.stages import stage_main
 
-OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps", "overlap_trends")
+OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps", "overlap_trends", "pooled_trends")
 
 
 def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
@@ -92,6 +92,7 @@ def run_overlaps(config: StudyConfig, store: Store) -> bool:
         "overlap_summary": summaries,
         "method_overlaps": method_overlap_rows(records),
         "overlap_trends": trend_rows(summaries),
+        "pooled_trends": pooled_trend_rows(summaries),
     }
     for model in models:
         for table, all_rows in tables.items():

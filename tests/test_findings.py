@@ -1,6 +1,8 @@
 """The report's findings: BH and exact trend p-values against independent computations, and each
 question answered right on planted rows (a control at chance, a ranking that beats random, a rising overlap)."""
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -11,6 +13,9 @@ from analysis.findings import (
     benjamini_hochberg,
     control_findings,
     overlap_findings,
+    pooled_trend,
+    pooled_trend_findings,
+    pooled_trend_rows,
     spearman_trend,
     trend_rows,
 )
@@ -167,3 +172,62 @@ def test_many_small_random_matrices_are_at_chance_though_a_few_pass_holm_alone()
     (finding,) = control_findings(with_study_wide_bh(pairs))
     assert finding.numbers["holm"] >= 1  # this seed has chance Holm hits, which must not count as a defect
     assert finding.numbers["at_chance"], finding.sentence
+
+
+def _brute_force_pooled(series: list[list[float]]) -> tuple[float, float, float]:
+    """Mean Spearman ρ under every reordering of the checkpoints, by scipy, one permutation at a time."""
+    n = len(series[0])
+    means = []
+    for order in itertools.permutations(range(n)):
+        means.append(np.mean([stats.spearmanr(order, s).statistic for s in series]))
+    means = np.asarray(means)
+    observed = means[0]
+    return observed, np.mean(means >= observed - 1e-12), np.mean(np.abs(means) >= abs(observed) - 1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pooled_trend_equals_a_brute_force_joint_permutation_test(seed):
+    series = np.random.default_rng(seed).normal(size=(4, 5)).tolist()
+    np.testing.assert_allclose(pooled_trend(series), _brute_force_pooled(series))
+
+
+def test_one_pooled_series_is_the_single_series_exact_test():
+    values = [0.3, 0.1, 0.5, 0.2, 0.4]
+    rho, _, two_sided = pooled_trend([values])
+    assert (rho, two_sided) == pytest.approx(spearman_trend(range(5), values))
+
+
+def test_pooled_trend_is_at_most_alpha_often_significant_under_the_null_and_finds_a_planted_rise():
+    rng = np.random.default_rng(3)
+    null = [pooled_trend(rng.normal(size=(6, 5)).tolist())[1] for _ in range(400)]
+    assert np.mean(np.asarray(null) <= 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 400)
+    rising = np.arange(5) * 0.3 + rng.normal(scale=0.5, size=(6, 5))  # each series alone is rarely significant
+    rho, rises, _ = pooled_trend(rising.tolist())
+    assert rho > 0 and rises <= 0.05
+
+
+def test_pooled_trend_rows_pool_layers_and_attributes_per_method():
+    summaries = []
+    for method, slope in (("latent", 0.02), ("random", 0.0)):
+        for layer, attribute in itertools.product((1, 2), ("Number", "POS")):
+            for index in range(5):
+                wobble = 0.001 * ((index * 7 + layer * 3 + len(attribute)) % 5)
+                summaries.append(
+                    {
+                        "model": "m",
+                        "layer": layer,
+                        "attribute": attribute,
+                        "method": method,
+                        "seed": 0,
+                        "checkpoint_index": index,
+                        "average_rate": 0.05 + slope * index + wobble,
+                        "expected_rate": 0.05,
+                        "n_languages": 4,
+                    }
+                )
+    rows = {r["method"]: r for r in pooled_trend_rows(summaries)}
+    assert rows["latent"]["n_series"] == 4 and rows["latent"]["mean_rho"] == pytest.approx(1.0)
+    assert rows["latent"]["pvalue_rises"] == pytest.approx(1 / 120)
+    assert rows["random"]["pvalue_rises"] > 0.05
+    findings = {f.numbers["method"]: f for f in pooled_trend_findings(list(rows.values()))}
+    assert findings["latent"].numbers["rises"] and not findings["random"].numbers["rises"]

@@ -11,13 +11,14 @@ from analysis.findings import (
     beats_random_rows,
     control_findings,
     overlap_findings,
+    pooled_trend_findings,
     transfer_findings,
 )
 from analysis.report import Section, Table
 from analysis.report_sections.probing import evaluated_k
 from analysis.report_sections.section import ReportContext, ReportSection
 
-TOPIC_ORDER = {"controls": 0, "rankings": 1, "overlap": 2, "transfer": 3}
+TOPIC_ORDER = {"controls": 0, "rankings": 1, "overlap": 2, "trend": 3, "transfer": 4}
 
 
 def build(context: ReportContext) -> Section:
@@ -29,7 +30,8 @@ def build(context: ReportContext) -> Section:
             "tests): the random control must sit at chance; rankings are compared with the random control on the "
             "same datasets (one-sided Wilcoxon signed-rank, Benjamini–Hochberg over all comparisons); overlap "
             "p-values are exact hypergeometric tails, BH-corrected over every overlap test of the study; trends are "
-            "Spearman's ρ of the overlap rate against checkpoint order, exact p, BH over all trends."
+            "Spearman's ρ of the overlap rate against checkpoint order, exact p, BH over all trends, and pooled per "
+            "method over layers and attributes by a joint permutation of the checkpoints (one-sided: does it rise?)."
         ],
     )
     findings = []
@@ -47,6 +49,8 @@ def build(context: ReportContext) -> Section:
                     "spearman_rho, pvalue, pvalue_bh FROM overlap_trends ORDER BY attribute, method, layer",
                 )
             )
+    if "pooled_trends" in views:
+        findings += pooled_trend_findings(context.records("SELECT * FROM pooled_trends"))
     if "probe_metrics" in views:
         at = evaluated_k(con, context.study["k"])
         small = sorted(r[0] for r in con.execute(f"SELECT DISTINCT k FROM probe_metrics WHERE k <= {at}").fetchall())
