@@ -42,9 +42,14 @@ def sparsity_after(name: str, rounds: int) -> float:
     return schedule(name)(rounds)
 
 
+def share_count(share: float, n_total: int) -> int:
+    """A share of ``n_total`` weights as a count, rounded half up (every pruned count is rounded this one way)."""
+    return math.floor(share * n_total + 0.5)
+
+
 def pruned_count(name: str, rounds: int, n_total: int) -> int:
-    """How many of ``n_total`` weights are pruned after ``rounds`` rounds: the schedule's share, rounded half up."""
-    return math.floor(sparsity_after(name, rounds) * n_total + 0.5)
+    """How many of ``n_total`` weights are pruned after ``rounds`` rounds of the schedule."""
+    return share_count(sparsity_after(name, rounds), n_total)
 
 
 def rounds_to(name: str, target: float) -> int:
