@@ -71,6 +71,19 @@ def enforced(model: torch.nn.Module, optimizer: torch.optim.Optimizer, mask: Mas
             handle.remove()
 
 
+def adamw(trainable: list[torch.nn.Parameter], params: LotteryParams) -> torch.optim.AdamW:
+    """A new AdamW, fused (one kernel per step) where this torch has the kernel for the weights' device.
+
+    Fused matters for masks on a CPU: a pruned weight's Adam state is exactly 0, and the unfused
+    update's ``sqrt`` of 0 is several times slower than of other numbers, which made masked steps
+    ~10% slower than dense ones; fused, the two run alike (and both faster).
+    """
+    try:
+        return torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay, fused=True)
+    except RuntimeError:  # no fused kernel for this device in this torch (CPU before torch 2.4)
+        return torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+
+
 def batch_indices(n: int, params: LotteryParams) -> Iterator[np.ndarray]:
     """The example indices of each of the ``steps_per_round`` batches, epoch after seeded epoch."""
     epochs = (epoch_batches(n, params.batch_size, params.seed, epoch) for epoch in itertools.count())
@@ -87,8 +100,7 @@ def train_steps(learner: Learner, train: Sequence[Encoded], mask: Mask | None, p
     seed_everything(params.seed)
     model = learner.model
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], params)
     losses = []
     began = time.perf_counter()
     with enforced(model, optimizer, mask):
