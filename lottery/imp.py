@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lottery.learner import Learner, TaskData
-from lottery.masks import Mask, full_mask, kept_count, prune_to, total_count
+from lottery.masks import Mask, full_mask, kept_count, magnitude_mask, prune_to, total_count
 from lottery.params import LotteryParams
 from lottery.prunable import PrunableWeight, prunable_parameters, prunable_weights
 from lottery.schedules import pruned_count, sparsity_after
@@ -87,6 +87,12 @@ def prepare(
 def initial_mask(run: LotteryRun) -> Mask:
     """The mask of round 0: every prunable weight kept."""
     return full_mask(prunable_parameters(run.learner.model))
+
+
+def one_shot_mask(run: LotteryRun, target: float) -> Mask:
+    """The control without training: global magnitude pruning of θ₀'s prunable weights to sparsity ``target``
+    (give it an IMP round's ``sparsity`` to compare at the same count)."""
+    return magnitude_mask({w.name: run.theta0[w.name] for w in run.weights}, target)
 
 
 def run_round(run: LotteryRun, mask: Mask, round_index: int, params: LotteryParams) -> RoundResult:
