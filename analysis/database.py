@@ -45,6 +45,53 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
                o.overlap_rate, t.value
         FROM transfer t JOIN o USING (model, checkpoint, source_language, target_language)""",
     ),
+    "mask_overlap_summary": (
+        ("mask_overlaps",),
+        """
+        SELECT model, checkpoint, task, sparsity, kind_a, language_a, seed_a, kind_b, language_b, seed_b,
+               n_total, n_a, n_b, n_both, n_both / (n_a + n_b - n_both) AS jaccard,
+               (n_total - n_a - n_b + 2 * n_both) / n_total AS agreement, n_a * n_b / n_total AS expected_both,
+               (n_a * n_b / n_total) / (n_a + n_b - n_a * n_b / n_total) AS expected_jaccard, pvalue
+        FROM mask_overlaps WHERE tensor = 'all'""",
+    ),
+    "relative_drop": (
+        ("subnetwork_transfer",),
+        """
+        WITH s AS (SELECT * FROM subnetwork_transfer WHERE kind = 'subnetwork'),
+             own AS (SELECT model, checkpoint, task, sparsity, seed, target_language, score AS own_score
+                     FROM s WHERE source_language = target_language)
+        SELECT s.model, s.checkpoint, s.task, s.sparsity, s.seed, s.source_language,
+               avg((s.score - own.own_score) / own.own_score) AS relative_drop, count(*) AS n_targets
+        FROM s JOIN own USING (model, checkpoint, task, sparsity, seed, target_language)
+        WHERE s.source_language <> s.target_language GROUP BY ALL""",
+    ),
+    "lottery_overlap_transfer": (
+        ("mask_overlap_summary", "overlap_pairs", "subnetwork_transfer"),
+        """
+        WITH m AS (SELECT model, checkpoint, task, sparsity, least(language_a, language_b) AS language_a,
+                          greatest(language_a, language_b) AS language_b, avg(jaccard) AS mask_jaccard,
+                          avg(expected_jaccard) AS mask_jaccard_chance
+                   FROM mask_overlap_summary
+                   WHERE kind_a = 'imp' AND kind_b = 'imp' AND language_a <> language_b AND seed_a = seed_b
+                   GROUP BY ALL),
+             n AS (SELECT model, checkpoint, method, least(language_a, language_b) AS language_a,
+                          greatest(language_a, language_b) AS language_b, avg(rate) AS neuron_overlap
+                   FROM overlap_pairs GROUP BY ALL),
+             sub AS (SELECT model, checkpoint, task, sparsity, seed, source_language, target_language, score
+                     FROM subnetwork_transfer WHERE kind = 'subnetwork'),
+             own AS (SELECT model, checkpoint, task, sparsity, seed, target_language, score AS own_score
+                     FROM sub WHERE source_language = target_language),
+             t AS (SELECT sub.model, sub.checkpoint, sub.task, sub.sparsity,
+                          least(source_language, sub.target_language) AS language_a,
+                          greatest(source_language, sub.target_language) AS language_b,
+                          avg((score - own_score) / own_score) AS subnetwork_transfer_change
+                   FROM sub JOIN own USING (model, checkpoint, task, sparsity, seed, target_language)
+                   WHERE source_language <> sub.target_language GROUP BY ALL)
+        SELECT m.model, m.checkpoint, m.task, m.sparsity, m.language_a, m.language_b, n.method, n.neuron_overlap,
+               m.mask_jaccard, m.mask_jaccard_chance, t.subnetwork_transfer_change
+        FROM m JOIN n USING (model, checkpoint, language_a, language_b)
+        LEFT JOIN t USING (model, checkpoint, task, sparsity, language_a, language_b)""",
+    ),
 }
 
 
@@ -56,9 +103,10 @@ def table_glob(store: Store, table: str) -> str:
 
 def _create_derived_views(con: duckdb.DuckDBPyConnection, temporary: bool) -> None:
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    for name, (needs, sql) in DERIVED_VIEWS.items():
+    for name, (needs, sql) in DERIVED_VIEWS.items():  # in order: a derived view may read one defined above it
         if set(needs) <= views:
             con.execute(f'CREATE {"TEMP " if temporary else ""}VIEW "{name}" AS {sql}')
+            views.add(name)
 
 
 def create_database(store: Store, path: str | Path | None = None) -> Path:

@@ -50,6 +50,7 @@ def activation_schema(hidden_size: int, dtype: str) -> pa.Schema:
 
 _CHECKPOINT = ("model", "checkpoint")
 _RANKING_KEY = (*_CHECKPOINT, "layer", "language", "attribute", "method")
+_LOTTERY_KEY = (*_CHECKPOINT, "task", "language")
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
@@ -293,6 +294,107 @@ TABLES: dict[str, TableSpec] = {
             ),
             True,
             "zero-shot transfer: fine-tuned on the source language, scored per target language",
+        ),
+        TableSpec(
+            "lottery_rounds",
+            _LOTTERY_KEY,
+            pa.schema(
+                [
+                    ("seed", pa.int64()),
+                    ("round", pa.int64()),
+                    ("sparsity", pa.float64()),
+                    ("dev_metric", pa.float64()),
+                    ("steps", pa.int64()),
+                    ("seconds", pa.float64()),
+                ]
+            ),
+            True,
+            "one row per finished IMP round: the sparsity it trained at and its dev score",
+        ),
+        TableSpec(
+            "masks",
+            _LOTTERY_KEY,
+            pa.schema(
+                [
+                    ("seed", pa.int64()),
+                    ("kind", pa.string()),
+                    ("round", pa.int64()),
+                    ("sparsity", pa.float64()),
+                    ("tensor", pa.string()),
+                    ("layer", pa.int64()),
+                    ("shape", pa.list_(pa.int64())),
+                    ("kept", pa.int64()),
+                    ("bits", pa.binary()),
+                    ("checksum", pa.string()),
+                ]
+            ),
+            False,
+            "sub-network masks per tensor, bit-packed (kind imp, one_shot, random; resume = IMP's next mask)",
+        ),
+        TableSpec(
+            "mask_overlaps",
+            ("model",),
+            pa.schema(
+                [
+                    ("checkpoint", pa.string()),
+                    ("task", pa.string()),
+                    ("sparsity", pa.float64()),
+                    ("kind_a", pa.string()),
+                    ("language_a", pa.string()),
+                    ("seed_a", pa.int64()),
+                    ("kind_b", pa.string()),
+                    ("language_b", pa.string()),
+                    ("seed_b", pa.int64()),
+                    ("tensor", pa.string()),
+                    ("layer", pa.int64()),
+                    ("n_total", pa.int64()),
+                    ("n_a", pa.int64()),
+                    ("n_b", pa.int64()),
+                    ("n_both", pa.int64()),
+                    ("pvalue", pa.float64()),
+                ]
+            ),
+            True,
+            "kept-weight overlap of two masks per tensor (tensor 'all': the whole mask), hypergeometric p",
+        ),
+        TableSpec(
+            "subnetwork_transfer",
+            (*_CHECKPOINT, "task", "target_language"),
+            pa.schema(
+                [
+                    ("seed", pa.int64()),
+                    ("source_language", pa.string()),
+                    ("kind", pa.string()),
+                    ("sparsity", pa.float64()),
+                    ("score", pa.float64()),
+                    ("steps", pa.int64()),
+                    ("seconds", pa.float64()),
+                    ("n_examples", pa.int64()),
+                ]
+            ),
+            True,
+            "the target's test score after fine-tuning theta0 masked by the source's sub-network (or dense, random)",
+        ),
+        TableSpec(
+            "neuron_survival",
+            ("model",),
+            pa.schema(
+                [
+                    ("checkpoint", pa.string()),
+                    ("layer", pa.int64()),
+                    ("language", pa.string()),
+                    ("attribute", pa.string()),
+                    ("method", pa.string()),
+                    ("seed", pa.int64()),
+                    ("task", pa.string()),
+                    ("sparsity", pa.float64()),
+                    ("k", pa.int64()),
+                    ("top_k_survival", pa.float64()),
+                    ("mean_survival", pa.float64()),
+                ]
+            ),
+            True,
+            "share of a ranking's top-k neurons' writing weights kept by the language's sub-network, vs all neurons",
         ),
         TableSpec(
             "correlations",

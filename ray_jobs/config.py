@@ -238,6 +238,54 @@ class TransferConfig:
         reject(problems)
 
 
+#: Which checkpoints the lottery prunes: each model's last one, or all of them.
+LOTTERY_CHECKPOINTS: tuple[str, ...] = ("last", "all")
+
+
+@dataclass(frozen=True)
+class LotteryConfig:
+    """Lottery-ticket sub-networks by iterative magnitude pruning, per (checkpoint, task, language, seed).
+
+    ``params`` overrides `lottery.params.LotteryParams` for every task, ``pos`` / ``lm`` / ``xnli`` for one
+    (on top of the task's defaults, `lottery.tasks.TASKS`); ``languages`` defaults to the study's languages
+    that have the task's data (UD: train, dev and test files). A second seed gives the noise ceiling of
+    mask overlap. ``transfer`` fine-tunes each language's sub-network on every other language.
+    """
+
+    tasks: tuple[str, ...] = ("pos", "lm")
+    languages: tuple[str, ...] = ()
+    checkpoints: str = "last"
+    seeds: tuple[int, ...] = (0, 1)
+    transfer: bool = True
+    xnli_dir: str | None = None
+    params: dict = field(default_factory=dict)
+    pos: dict = field(default_factory=dict)
+    lm: dict = field(default_factory=dict)
+    xnli: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        from lottery.tasks import TASKS as LOTTERY_TASKS
+
+        problems = all_known("tasks", "task", self.tasks, LOTTERY_TASKS)
+        problems += one_of("checkpoints", self.checkpoints, LOTTERY_CHECKPOINTS)
+        if not self.seeds:
+            problems.append("seeds: at least one seed is required")
+        problems += [f"seeds: must be at least 0, got {seed}" for seed in self.seeds if seed < 0]
+        for task in (t for t in self.tasks if t in LOTTERY_TASKS):
+            try:
+                self.task_params(task)
+            except (TypeError, ValueError) as err:
+                problems.append(f"{task}: {err}")
+        reject(problems)
+
+    def task_params(self, task: str, seed: int = 0):
+        """The task's `LotteryParams`: its defaults, then ``params``, then the task's own overrides; the seed."""
+        from lottery.tasks import TASKS as LOTTERY_TASKS
+
+        return dataclasses.replace(LOTTERY_TASKS[task].params, **{**self.params, **getattr(self, task), "seed": seed})
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """A whole study; ``protocol`` names the preset its choices were resolved from (``probing.protocols``)."""
@@ -254,6 +302,7 @@ class StudyConfig:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
     transfer: TransferConfig | None = None
+    lottery: LotteryConfig | None = None
 
 
 def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
@@ -291,6 +340,8 @@ def _study_problems(config: StudyConfig, check_models: bool) -> list[str]:
     problems = _data_problems(config) + _ranker_params_problems(config)
     if config.transfer is not None:
         problems += _transfer_problems(config)
+    if config.lottery is not None:
+        problems += _lottery_problems(config)
     if not config.models:
         problems.append("models: at least one model is required")
     for spec in config.models:
@@ -367,17 +418,30 @@ def _ranker_params_problems(config: StudyConfig) -> list[str]:
     return problems
 
 
+def _xnli_dir_problems(section: str, tasks: tuple[str, ...], xnli_dir: str | None) -> list[str]:
+    """A section that asks for the xnli task needs its folder of XNLI files."""
+    if "xnli" in tasks and not (xnli_dir and Path(xnli_dir).is_dir()):
+        return [f"{section}.xnli_dir: the xnli task needs a folder of dev-<lang>.tsv files, got {xnli_dir}"]
+    return []
+
+
 def _transfer_problems(config: StudyConfig) -> list[str]:
     """The XNLI folder when the xnli task is asked for, the target languages' treebank folders."""
-    problems = []
     transfer = config.transfer
-    if "xnli" in transfer.tasks and not (transfer.xnli_dir and Path(transfer.xnli_dir).is_dir()):
-        problems.append(
-            f"transfer.xnli_dir: the xnli task needs a folder of dev-<lang>.tsv files, got {transfer.xnli_dir}"
-        )
+    problems = _xnli_dir_problems("transfer", transfer.tasks, transfer.xnli_dir)
     for language in transfer.target_languages:
         if not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")
+    return problems
+
+
+def _lottery_problems(config: StudyConfig) -> list[str]:
+    """The XNLI folder when the lottery's xnli task is asked for, its languages' treebank folders."""
+    lottery = config.lottery
+    problems = _xnli_dir_problems("lottery", lottery.tasks, lottery.xnli_dir)
+    for language in lottery.languages:
+        if not (Path(config.ud_dir) / language).is_dir():
+            problems.append(f"lottery.languages: unknown language '{language}': no folder in {config.ud_dir}")
     return problems
 
 
@@ -494,9 +558,10 @@ def load_config(
     for key, value in (("output_root", output_root), ("ud_dir", ud_dir)):
         if value is not None:
             raw[key] = _resolve(value, Path.cwd())
-    transfer = raw.get("transfer")
-    if isinstance(transfer, dict) and isinstance(transfer.get("xnli_dir"), str):
-        raw["transfer"] = {**transfer, "xnli_dir": _resolve(transfer["xnli_dir"], path.parent)}
+    for section in ("transfer", "lottery"):
+        values = raw.get(section)
+        if isinstance(values, dict) and isinstance(values.get("xnli_dir"), str):
+            raw[section] = {**values, "xnli_dir": _resolve(values["xnli_dir"], path.parent)}
     for model in raw.get("models") or []:
         if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
             model["id"] = _resolve(model["id"], path.parent)

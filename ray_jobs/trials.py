@@ -130,3 +130,90 @@ class TransferTrial:
 
     def path(self, store: Store) -> str:
         return store.path("transfer", model=self.model, checkpoint=self.checkpoint, task=self.task)
+
+
+def mask_path(store: Store, key: dict, seed: int, kind: str, sparsity: float | None = None) -> str:
+    """A mask's file in the ``masks`` table: kind imp, one_shot or random at a target sparsity, or resume (no
+    sparsity: the mask IMP trains next, kept so that a killed run resumes from its last finished round)."""
+    part = f"seed-{seed}-{kind}" + ("" if sparsity is None else f"-{sparsity:.4f}")
+    return store.path("masks", part=part, **key)
+
+
+@dataclass(frozen=True)
+class LotteryTrial:
+    """Iterative magnitude pruning of one checkpoint for one (task, language, seed): every round, then the
+    one-shot and random controls at each target sparsity.
+
+    ``data`` is the signature of the language's task data (file contents), ``data_dir`` where it is.
+    """
+
+    model: str
+    checkpoint: str
+    task: str
+    language: str
+    seed: int
+    source: str
+    params: object
+    data: tuple
+    data_dir: str = field(default="", metadata=LOCATION)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_fields(self, "lottery")
+
+    @property
+    def key(self) -> dict:
+        """The partition columns of its rounds and masks."""
+        return {"model": self.model, "checkpoint": self.checkpoint, "task": self.task, "language": self.language}
+
+    @property
+    def label(self) -> str:
+        return key_label(**self.key, seed=self.seed)
+
+    def round_path(self, store: Store, round_index: int) -> str:
+        return store.path("lottery_rounds", part=f"seed-{self.seed}-round-{round_index:03d}", **self.key)
+
+    def mask_path(self, store: Store, kind: str, sparsity: float | None = None) -> str:
+        return mask_path(store, self.key, self.seed, kind, sparsity)
+
+
+@dataclass(frozen=True)
+class SubnetworkTransferTrial:
+    """Fine-tune one target language's θ₀ under other languages' sub-networks, its own, a random mask of its
+    own density and none (dense), per target sparsity; one stored score per unit.
+
+    ``masks`` maps each source language to the fingerprint of the `LotteryTrial` that found its masks, so a
+    changed sub-network reruns the transfers that used it.
+    """
+
+    model: str
+    checkpoint: str
+    task: str
+    target: str
+    seed: int
+    source: str
+    params: object
+    data: tuple
+    masks: tuple[tuple[str, str], ...]
+    sparsities: tuple[float, ...]
+    data_dir: str = field(default="", metadata=LOCATION)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_fields(self, "subnetwork_transfer")
+
+    @property
+    def label(self) -> str:
+        return key_label(model=self.model, checkpoint=self.checkpoint, task=self.task, target=self.target)
+
+    def units(self) -> list[tuple[str, str, float]]:
+        """(kind, source language, sparsity) of every score: each source's sub-network, random, dense."""
+        units = [("subnetwork", language, s) for language, _ in self.masks for s in self.sparsities]
+        return [*units, *(("random", self.target, s) for s in self.sparsities), ("dense", self.target, 0.0)]
+
+    def unit_path(self, store: Store, kind: str, source: str, sparsity: float) -> str:
+        key = {"model": self.model, "checkpoint": self.checkpoint, "task": self.task, "target_language": self.target}
+        return store.path("subnetwork_transfer", part=f"seed-{self.seed}-{kind}-{source}-{sparsity:.4f}", **key)
+
+    def unit_fingerprint(self, kind: str, source: str, sparsity: float) -> str:
+        return fingerprint(self.fingerprint, kind, source, sparsity)
