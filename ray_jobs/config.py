@@ -283,7 +283,9 @@ class LotteryConfig:
         """The task's `LotteryParams`: its defaults, then ``params``, then the task's own overrides; the seed."""
         from lottery.tasks import TASKS as LOTTERY_TASKS
 
-        return dataclasses.replace(LOTTERY_TASKS[task].params, **{**self.params, **getattr(self, task), "seed": seed})
+        overrides = {**self.params, **getattr(self, task), "seed": seed}
+        overrides = {name: tuple(v) if isinstance(v, list) else v for name, v in overrides.items()}
+        return dataclasses.replace(LOTTERY_TASKS[task].params, **overrides)
 
 
 @dataclass(frozen=True)

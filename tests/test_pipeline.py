@@ -76,12 +76,13 @@ def test_report_and_plots_are_written_and_not_blank(finished_study):
     html = (report / "index.html").read_text()
     images = sorted(report.glob("*.png"))
     kinds = {p.name.split("-")[0] for p in images}
-    assert {"loss", "overlap", "heatmap", "accuracy", "transfer"} <= kinds
+    assert {"loss", "overlap", "heatmap", "accuracy", "transfer", "lottery"} <= kinds
     for image in images:
         assert image.name in html
         pixels = matplotlib.image.imread(image)
         assert pixels.std() > 0.02, image.name  # not a blank canvas
-    for heading in ("Findings", "Word datasets", "Cross-lingual overlap", "Probing", "Zero-shot", "Failures"):
+    headings = ("Findings", "Word datasets", "Cross-lingual overlap", "Probing", "Zero-shot", "Lottery", "Failures")
+    for heading in headings:
         assert heading in html
 
 
