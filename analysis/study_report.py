@@ -17,7 +17,7 @@ from analysis.findings import (
 )
 from analysis.plots import plot_accuracy_vs_k, plot_loss_curve, plot_overlap_heatmap, plot_scatter, plot_series
 from analysis.report import Section, Table, write_report
-from probing.extraction import LAYER_CONVENTION
+from probing.models import LAYER_CONVENTION
 
 EXAMPLE_QUERIES = [
     "-- average cross-lingual overlap rate of Number neurons per checkpoint\n"

@@ -88,13 +88,8 @@ def run_bare(model_dir: Path, sentences: list, layers: list[int], gpus: int = 0)
     device in the same compute dtype (synchronised at the end, as the full path is by its copies)."""
     import torch
 
-    from probing.extraction import (
-        WordActivationExtractor,
-        compute_torch_dtype,
-        encode_text,
-        load_model,
-        token_budget_batches,
-    )
+    from probing.extraction import WordActivationExtractor, compute_torch_dtype, encode_text, token_budget_batches
+    from probing.models import load_model
     from ray_jobs.extract import CHUNK_SENTENCES, actor_device
 
     torch.set_num_threads(2)

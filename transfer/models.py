@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from probing.extraction import load_fast_tokenizer
+from probing.models import load_fast_tokenizer
 from transfer.finetune import FinetuneParams
 
 #: LoRA target modules per ``config.model_type``.
