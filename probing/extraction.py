@@ -1,7 +1,9 @@
 """Per-word activations from a transformers model: tokenize running text, forward, pool.
 
 Layers are numbered as `probing.models.LAYER_CONVENTION` says (0 = embedding output, L = output of
-block L, transformers' ``hidden_states[L]``); the model is loaded by `probing.models.load_model`.
+block L) and read through the model's hook points (`probing.models.HookPoints`), which hold exactly
+transformers' ``hidden_states[L]``; the forward pass stops after the deepest layer asked for, so the
+blocks above it cost nothing.
 
 The model reads each sentence's surface text (`probing.conllu_io.SurfaceText`: UD's ``# text``,
 multi-word tokens as written, spaces as ``SpaceAfter`` says), tokenized as one string by the fast
@@ -211,9 +213,7 @@ class WordActivationExtractor:
     def __init__(
         self, loaded: LoadedModel, layers: Sequence[int], max_length: int | None = None, batch_tokens: int = 8192
     ):
-        bad = [layer for layer in layers if not 0 <= layer <= loaded.num_layers]
-        if bad:
-            raise ValueError(f"layers {bad} out of range 0..{loaded.num_layers} (0 = embeddings)")
+        loaded.hook_points.check_layers(layers)
         self.loaded = loaded
         self.layers = list(layers)
         self.max_length = min(max_length or loaded.max_length, loaded.max_length)
@@ -221,17 +221,19 @@ class WordActivationExtractor:
         self.pad_id = loaded.tokenizer.pad_token_id or 0
 
     @torch.inference_mode()
-    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The model's forward pass on a padded batch; returns every hidden state (embeddings first)."""
+    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The model's forward pass on a padded batch, up to the deepest layer wanted; returns the hidden
+        states of the extractor's layers, by layer."""
         device = self.loaded.device
-        out = self.loaded.model(
-            input_ids=input_ids.to(device, non_blocking=True),
-            attention_mask=attention_mask.to(device, non_blocking=True),
-            output_hidden_states=True,
+        return self.loaded.hook_points.read_layers(
+            self.layers,
+            lambda: self.loaded.model(
+                input_ids=input_ids.to(device, non_blocking=True),
+                attention_mask=attention_mask.to(device, non_blocking=True),
+            ),
         )
-        return out.hidden_states
 
-    def forward(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+    def forward(self, ids: Sequence[Sequence[int]]) -> dict[int, torch.Tensor]:
         """One right-padded batched forward pass of id lists (the bare pass that bench/extract.py times)."""
         return self.run_model(*pad_batch(ids, self.pad_id))
 

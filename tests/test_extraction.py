@@ -194,6 +194,17 @@ def test_layer_convention_zero_is_the_embedding_output_and_l_the_output_of_block
     assert not np.allclose(result.vectors[1][0], expected[0][first_word].mean(0).numpy(), atol=1e-3)  # not L-1
 
 
+def test_the_forward_pass_stops_after_the_deepest_layer_asked_for_with_the_same_vectors(models, sentences):
+    loaded = models["bloom"]
+    ran = []
+    counter = loaded.model.h[1].register_forward_hook(lambda m, i, o: ran.append("block 2"))
+    shallow = WordActivationExtractor(loaded, [1]).extract(sentences)
+    assert not ran  # block 2 (and the final norm) never ran
+    deep = WordActivationExtractor(loaded, [0, 1, 2]).extract(sentences)
+    counter.remove()
+    assert ran and np.array_equal(shallow.vectors[1], deep.vectors[1])
+
+
 def test_sentences_over_the_length_limit_are_dropped_and_counted(models, sentences):
     loaded = models["bert"]
     assert loaded.max_length == 512  # read from max_position_embeddings, not assumed
