@@ -25,7 +25,6 @@ transformers. Wang et al. (2024) count differently: their code reads ``hidden_st
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -161,11 +160,9 @@ class HookPoints:
 
     def layer(self, name: str) -> int:
         """The layer of a hook point's name; ValueError for a name that is not one of ``names``."""
-        match = re.fullmatch(r"embed|blocks\.(\d+)", name)
-        layer = 0 if name == "embed" else int(match.group(1)) if match else -1
-        if not 0 <= layer <= self.num_layers or hook_name(layer) != name:
+        if name not in self.names:
             raise ValueError(f"no hook point '{name}': this model has embed, blocks.1 .. blocks.{self.num_layers}")
-        return layer
+        return self.names.index(name)
 
     def _attach(self, layer: int, fn: HookFn) -> RemovableHandle:
         """Put ``fn`` at a layer's point: a pre-hook on block 1 for layer 0, else a hook on the module whose

@@ -171,6 +171,8 @@ def test_layers_and_names_beyond_the_models_depth_are_clear_errors():
             points.layer(name)
     with pytest.raises(ValueError, match=r"no hook point 'blocks\.9'"), points.hooks([("blocks.9", torch.zeros_like)]):
         pass
+    with pytest.raises(RuntimeError, match=r"the forward pass never reached layers \[1, 2\]"):
+        points.read_layers([1, 2], lambda: None)
 
 
 def test_a_model_whose_blocks_cannot_be_told_apart_is_refused():
