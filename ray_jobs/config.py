@@ -341,9 +341,9 @@ def _study_problems(config: StudyConfig, check_models: bool) -> list[str]:
     """What no section can check alone: folders on disk, models against layers and k, params against the protocol."""
     problems = _data_problems(config) + _ranker_params_problems(config)
     if config.transfer is not None:
-        problems += _transfer_problems(config)
+        problems += _section_problems(config, "transfer", "target_languages")
     if config.lottery is not None:
-        problems += _lottery_problems(config)
+        problems += _section_problems(config, "lottery", "languages")
     if not config.models:
         problems.append("models: at least one model is required")
     for spec in config.models:
@@ -427,23 +427,13 @@ def _xnli_dir_problems(section: str, tasks: tuple[str, ...], xnli_dir: str | Non
     return []
 
 
-def _transfer_problems(config: StudyConfig) -> list[str]:
-    """The XNLI folder when the xnli task is asked for, the target languages' treebank folders."""
-    transfer = config.transfer
-    problems = _xnli_dir_problems("transfer", transfer.tasks, transfer.xnli_dir)
-    for language in transfer.target_languages:
+def _section_problems(config: StudyConfig, section: str, languages_field: str) -> list[str]:
+    """A transfer-like section's XNLI folder when it asks for the xnli task, and its languages' treebank folders."""
+    values = getattr(config, section)
+    problems = _xnli_dir_problems(section, values.tasks, values.xnli_dir)
+    for language in getattr(values, languages_field):
         if not (Path(config.ud_dir) / language).is_dir():
-            problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")
-    return problems
-
-
-def _lottery_problems(config: StudyConfig) -> list[str]:
-    """The XNLI folder when the lottery's xnli task is asked for, its languages' treebank folders."""
-    lottery = config.lottery
-    problems = _xnli_dir_problems("lottery", lottery.tasks, lottery.xnli_dir)
-    for language in lottery.languages:
-        if not (Path(config.ud_dir) / language).is_dir():
-            problems.append(f"lottery.languages: unknown language '{language}': no folder in {config.ud_dir}")
+            problems.append(f"{section}.{languages_field}: unknown language '{language}': no folder in {config.ud_dir}")
     return problems
 
 
