@@ -48,13 +48,15 @@ class Finding:
     numbers: dict = field(default_factory=dict)
 
 
-def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
-    """BH-adjusted p-values (``scipy.stats.false_discovery_control``); NaN p-values stay NaN and are not counted."""
+def benjamini_hochberg(pvalues: Sequence[float], method: str = "bh") -> np.ndarray:
+    """FDR-adjusted p-values (``scipy.stats.false_discovery_control``): Benjamini–Hochberg, or with
+    ``method="by"`` Benjamini–Yekutieli, valid under any dependence between the tests (overlap tests of one
+    study share languages and neurons). NaN p-values stay NaN and are not counted."""
     p = np.asarray(pvalues, dtype=float)
     adjusted = np.full(p.shape, np.nan)
     finite = ~np.isnan(p)
     if finite.any():
-        adjusted[finite] = stats.false_discovery_control(p[finite], method="bh")
+        adjusted[finite] = stats.false_discovery_control(p[finite], method=method)
     return adjusted
 
 

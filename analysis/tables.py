@@ -182,10 +182,11 @@ TABLES: dict[str, TableSpec] = {
                     ("pvalue_holm", pa.float64()),
                     ("significant", pa.bool_()),
                     ("pvalue_bh", pa.float64()),
+                    ("pvalue_by", pa.float64()),
                 ]
             ),
             True,
-            "top-k overlap of every pair of languages, its hypergeometric p, Holm and study-wide BH",
+            "top-k overlap of every pair of languages, its hypergeometric p, Holm, and study-wide BH and BY",
         ),
         TableSpec(
             "overlap_summary",

@@ -67,10 +67,13 @@ def rankings_fingerprint(records: list[dict]) -> str:
 
 
 def with_study_wide_bh(pairs: list[dict]) -> list[dict]:
-    """``pairs`` with ``pvalue_bh``: Benjamini–Hochberg over every overlap test of the study (all models,
-    checkpoints, layers, attributes, methods and seeds), next to Holm's per-matrix correction."""
-    for row, adjusted in zip(pairs, benjamini_hochberg([r["pvalue"] for r in pairs]), strict=True):
-        row["pvalue_bh"] = float(adjusted)
+    """``pairs`` with ``pvalue_bh`` and ``pvalue_by``: Benjamini–Hochberg and Benjamini–Yekutieli over every
+    overlap test of the study (all models, checkpoints, layers, attributes, methods and seeds), next to Holm's
+    per-matrix correction."""
+    pvalues = [r["pvalue"] for r in pairs]
+    for column, method in (("pvalue_bh", "bh"), ("pvalue_by", "by")):
+        for row, adjusted in zip(pairs, benjamini_hochberg(pvalues, method), strict=True):
+            row[column] = float(adjusted)
     return pairs
 
 

@@ -30,6 +30,16 @@ def test_benjamini_hochberg_matches_a_hand_worked_example_and_keeps_nan():
     assert np.isnan(adjusted[2])
 
 
+def test_benjamini_yekutieli_is_bh_times_the_harmonic_sum_and_matches_scipy():
+    p = [0.01, 0.04, 0.03, 0.2, 0.001]
+    harmonic = sum(1 / i for i in range(1, 6))
+    np.testing.assert_allclose(benjamini_hochberg(p, "by"), np.minimum(1, benjamini_hochberg(p) * harmonic), rtol=1e-12)
+    np.testing.assert_allclose(benjamini_hochberg(p, "by"), stats.false_discovery_control(p, method="by"))
+    # every overlap pair gets both study-wide columns, BY never below BH
+    pairs = with_study_wide_bh([{"pvalue": x} for x in p])
+    assert all(row["pvalue_by"] >= row["pvalue_bh"] for row in pairs)
+
+
 @pytest.mark.parametrize("values", [[0.1, 0.2, 0.3, 0.4, 0.5], [0.3, 0.1, 0.5, 0.2, 0.4], [5, 1, 4, 2, 3, 7, 6]])
 def test_exact_trend_p_value_equals_a_permutation_test(values):
     position = np.arange(len(values))
