@@ -10,6 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+#: Colour-blind-safe colours for every plot (Tableau's colour-blind palette).
+plt.style.use("tableau-colorblind10")
+
 
 def plot_loss_curve(
     steps: np.ndarray,
@@ -105,17 +108,24 @@ def plot_series(
 
 
 def plot_accuracy_vs_k(
-    curves: list[tuple[str, list[int], list[float], str]], majority: float, path: Path | str, title: str
+    curves: list[tuple[str, str, list[int], list[float], str]], majority: float, path: Path | str, title: str
 ) -> Path:
-    """Accuracy against k for classifier × ranking curves (paper 003 Fig. 3); style: '-', ':' or '--'."""
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    """Accuracy against k (paper 003 Fig. 3) as small multiples: one panel per classifier, one colour per ranking
+    method; ``curves`` are (classifier, label, ks, accuracies, style) with style '-', ':' or '--'."""
+    classifiers = sorted({c for c, *_ in curves})
+    fig, axes = plt.subplots(
+        1, len(classifiers), figsize=(4.2 * len(classifiers), 3.6), dpi=120, sharey=True, squeeze=False
+    )
     colours: dict[str, str] = {}
-    for label, ks, accuracy, style in curves:
-        family = label.split(" (")[0]
-        colours.setdefault(family, f"C{len(colours)}")
-        ax.plot(ks, accuracy, style, color=colours[family], label=label, linewidth=1.3)
-    ax.axhline(majority, color="black", linewidth=0.8, label="majority baseline")
-    _decorate(ax, "k (top-ranked neurons used)", "test accuracy", title, fontsize=6, ncol=2)
+    for ax, classifier in zip(axes[0], classifiers, strict=True):
+        for _, label, ks, accuracy, style in (c for c in curves if c[0] == classifier):
+            family = label.split(" (")[0]
+            colours.setdefault(family, f"C{len(colours)}")
+            ax.plot(ks, accuracy, style, color=colours[family], label=label, linewidth=1.3)
+        ax.axhline(majority, color="black", linewidth=0.8, label="majority baseline")
+        ax.set_xscale("log")
+        _decorate(ax, "k (top-ranked neurons used, log scale)", "test accuracy", f"{classifier} classifier", fontsize=6)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,11 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.8em; color: #555; max-width: 560px; }
 img { max-width: 560px; border: 1px solid #eee; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
-p.note { color: #555; font-size: 0.9em; }
+p.note { color: #555; font-size: 0.9em; } details summary { cursor: pointer; color: #555; font-size: 0.9em; }
 """
+
+#: Tables with more rows than this are collapsed (<details>); every table is also written as CSV.
+COLLAPSE_ROWS = 15
 
 
 @dataclass
@@ -49,8 +53,26 @@ def _cell(value: object) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
+def table_files(sections: list[Section]) -> list[tuple[str, Table]]:
+    """The CSV file name of every table of the report, in order (``table-1.csv``, ...)."""
+    tables = [table for section in sections for table in section.tables]
+    return [(f"table-{i}.csv", table) for i, table in enumerate(tables, start=1)]
+
+
+def _table_html(table: Table, csv_name: str) -> list[str]:
+    caption = html.escape(table.caption)
+    link = f" <a href='{csv_name}' download>CSV</a>"
+    head = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>"
+    body = ["<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows]
+    if len(table.rows) <= COLLAPSE_ROWS:
+        return [f"<p class='note'>{caption}{link}</p>", head, *body, "</table>"]
+    summary = f"<details><summary>{caption} ({len(table.rows)} rows; show)</summary>"
+    return [f"<p class='note'>{link}</p>", summary, head, *body, "</table></details>"]
+
+
 def render(title: str, sections: list[Section]) -> str:
-    """The HTML text of a report."""
+    """The HTML text of a report (tables link their CSV files, `table_files`)."""
+    csv_names = {id(table): name for name, table in table_files(sections)}
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -59,13 +81,7 @@ def render(title: str, sections: list[Section]) -> str:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
         for table in section.tables:
-            parts.append(
-                f"<p class='note'>{html.escape(table.caption)}</p><table><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-                + "</tr>"
-            )
-            parts += ["<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows]
-            parts.append("</table>")
+            parts += _table_html(table, csv_names[id(table)])
         for caption, image in section.images:
             parts.append(
                 f"<figure><img src='{html.escape(image)}' alt='{html.escape(caption)}'>"
@@ -77,9 +93,16 @@ def render(title: str, sections: list[Section]) -> str:
 
 
 def write_report(path: Path | str, title: str, sections: list[Section]) -> Path:
-    """Write the report atomically (a reader never sees half a file)."""
+    """Write the report atomically (a reader never sees half a file), and each table as CSV next to it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for name, table in table_files(sections):
+        with open(path.parent / name, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(table.columns)
+            writer.writerows(
+                [", ".join(map(str, v)) if isinstance(v, list | tuple) else v for v in row] for row in table.rows
+            )
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(render(title, sections), encoding="utf-8")
     tmp.replace(path)

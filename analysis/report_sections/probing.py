@@ -59,7 +59,8 @@ def build(context: ReportContext) -> Section:
             accs.append(accuracy)
         styled = [
             (
-                f"{c} by {m} ({'random' if m == 'random' else d})",
+                c,
+                f"{m} ({'random' if m == 'random' else d})",
                 ks,
                 accs,
                 "--" if m == "random" else (":" if d == "btt" else "-"),

@@ -1,0 +1,20 @@
+"""The HTML report's rendering: long tables collapsed, every table downloadable as CSV with the same rows."""
+
+import csv
+
+from analysis.report import COLLAPSE_ROWS, Section, Table, write_report
+
+
+def test_long_tables_are_collapsed_and_every_table_is_a_csv_with_its_rows(tmp_path):
+    short = Table("short one", ["a", "b"], [(1, "x"), (2, "y")])
+    long = Table("long one", ["language", "values"], [(f"l{i}", ["SG", "PL"]) for i in range(COLLAPSE_ROWS + 1)])
+    path = write_report(tmp_path / "report" / "index.html", "t", [Section("S", tables=[short, long])])
+    page = path.read_text()
+    assert page.count("<details>") == 1 and "long one (16 rows; show)" in page
+    assert page.index("short one") < page.index("<details>")  # the short table stays open
+    assert "href='table-1.csv'" in page and "href='table-2.csv'" in page
+    with open(path.parent / "table-2.csv", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["language", "values"] and rows[1:] == [[f"l{i}", "SG, PL"] for i in range(COLLAPSE_ROWS + 1)]
+    with open(path.parent / "table-1.csv", encoding="utf-8") as handle:
+        assert list(csv.reader(handle)) == [["a", "b"], ["1", "x"], ["2", "y"]]
