@@ -25,6 +25,12 @@ def job_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="study config (YAML)")
     parser.add_argument("--output-root", help="results root (path or pyarrow URI); overrides the config")
     parser.add_argument("--ud-dir", help="UD treebank folder; overrides the config")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every stored result through to check its checksums (else only its footer and row count); "
+        "a damaged one is recomputed",
+    )
     return parser
 
 

@@ -19,9 +19,10 @@ from ray_jobs.context import StudyContext
 from ray_jobs.stages import STAGES, run_stage
 
 
-def run_study(config: StudyConfig) -> StudyContext:
-    """Run every stage the study asks for; return the context (its summary rows and failures)."""
-    context = StudyContext.open(config)
+def run_study(config: StudyConfig, verify: bool = False) -> StudyContext:
+    """Run every stage the study asks for (``verify``: check stored files' checksums, `Store`); return the
+    context (its summary rows and failures)."""
+    context = StudyContext.open(config, verify=verify)
     for stage in STAGES:
         if stage.applies(context):
             run_stage(stage, context)
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     print(f"[pipeline] study '{config.name}' -> {config.output_root}")
     init_ray()
-    context = run_study(config)
+    context = run_study(config, args.verify)
     summary = context.summary
     columns = list(summary[0])
     print("\n" + format_table(columns, [tuple(r[c] for c in columns) for r in summary], max_rows=100))

@@ -89,8 +89,7 @@ class Partition:
         attribute, language = trial.attribute, trial.language
         if attribute not in self.words:
             path = self.store.path("words", language=language, attribute=attribute)
-            stored = self.store.stored_fingerprint(path) is not None
-            self.words[attribute] = self.store.read("words", path=path) if stored else None
+            self.words[attribute] = self.store.read("words", path=path) if self.store.is_file(path) else None
         if self.words[attribute] is None:
             raise CannotProbe(f"attribute {attribute} is not annotated in language {language}")
         return build_probe_data(
@@ -149,7 +148,7 @@ def run_unit(trial: ProbeTrial, partition: Partition, device: str = "cpu") -> di
     compute = time.perf_counter() - began
     store.write(rows_table("probe_metrics", metrics), paths.metrics, fp)
     store.write(rows_table("rankings", ranking_rows), paths.rankings, fp)
-    if store.fs.get_file_info(paths.failure).type.name == "File":
+    if store.is_file(paths.failure):
         store.fs.delete_file(paths.failure)  # a stale cannot-run marker of an earlier config
     best = max((m["accuracy"] for m in metrics if m["direction"] == "ttb" and m["k"] <= k), default=np.nan)
     return {"status": "ok", "compute_seconds": compute, "accuracy_at_k": best}

@@ -68,8 +68,10 @@ def efficiency(busy_seconds: float, wall_seconds: float) -> str:
 
 def run_stage(stage: Stage, context: StudyContext) -> dict:
     """Run one stage; record its failures (a stage that raises is one failure, and the study goes on);
-    write them to the store; append and return its summary row."""
+    write them to the store; append and return its summary row. ``repaired`` counts the stored files the
+    stage found damaged (and so recomputed, or recorded as failed)."""
     failures = context.failures_of(stage.name)
+    damaged_before = len(context.store.damaged)
     began = time.perf_counter()
     try:
         result = stage.run(context)
@@ -84,6 +86,7 @@ def run_stage(stage: Stage, context: StudyContext) -> dict:
         "already stored": result.reused,
         "no data": result.no_data,
         "failed": len(failures.rows),
+        "repaired": len(context.store.damaged) - damaged_before,
         "seconds": round(seconds, 1),
         "efficiency": efficiency(result.busy_seconds, seconds),
     }
@@ -97,8 +100,9 @@ def stage_main(name: str) -> Callable[[list[str] | None], int]:
 
     def main(argv: list[str] | None = None) -> int:
         stage = stage_named(name)
-        config = config_from_args(job_arguments(f"{stage.help} (the '{name}' stage alone)").parse_args(argv))
-        context = StudyContext.open(config)
+        args = job_arguments(f"{stage.help} (the '{name}' stage alone)").parse_args(argv)
+        config = config_from_args(args)
+        context = StudyContext.open(config, verify=args.verify)
         if not stage.applies(context):
             print(f"[{name}] this study does not ask for the {name} stage; nothing to do")
             return 0

@@ -99,9 +99,9 @@ class ProbeTrial:
         )
 
     def is_done(self, store: Store) -> bool:
-        """True when its rankings, or its cannot-run marker, are stored with its fingerprint."""
+        """True when its rankings and metrics, or its cannot-run marker, are stored intact with its fingerprint."""
         paths, fp = self.paths(store), self.fingerprint
-        return store.done(paths.rankings, fp) or store.done(paths.failure, fp)
+        return (store.done(paths.rankings, fp) and store.done(paths.metrics, fp)) or store.done(paths.failure, fp)
 
 
 @dataclass(frozen=True)
