@@ -182,14 +182,17 @@ class Store:
         """Read one file (``path``) or a whole hive-partitioned table."""
         if path is not None:
             return pq.read_table(path, filesystem=self.fs, columns=columns)
-        dataset = ds.dataset(
-            self.intact_files(table),
+        return self.dataset(table, self.intact_files(table)).to_table(columns=columns, filter=filter)
+
+    def dataset(self, table: str, files: list[str] | None = None) -> ds.Dataset:
+        """A table's files (all visible ones by default) as one hive-partitioned pyarrow dataset."""
+        return ds.dataset(
+            self.table_files(table) if files is None else files,
             filesystem=self.fs,
             format="parquet",
             partitioning="hive",
             partition_base_dir=self.table_dir(table),
         )
-        return dataset.to_table(columns=columns, filter=filter)
 
     def exists(self, table: str) -> bool:
         return self.fs.get_file_info(self.table_dir(table)).type == pafs.FileType.Directory
