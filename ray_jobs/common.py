@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Tune's default console output prints a status box per sweep; the jobs show their own progress bars.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from analysis.store import Store
+from analysis.store import Store, directory_digest
 from analysis.tables import rows_table
-from ray_jobs.config import ModelSpec, StudyConfig, load_config, model_revisions
+from ray_jobs.config import ConfigError, ModelSpec, StudyConfig, load_config, model_revisions
+
+if TYPE_CHECKING:
+    from ray_jobs.context import StudyContext
 
 
 def job_arguments(description: str) -> argparse.ArgumentParser:
@@ -30,6 +36,12 @@ def job_arguments(description: str) -> argparse.ArgumentParser:
         action="store_true",
         help="read every stored result through to check its checksums (else only its footer and row count); "
         "a damaged one is recomputed",
+    )
+    parser.add_argument("--wait", action="store_true", help="when another run holds the study, wait for it to end")
+    parser.add_argument(
+        "--wait-for-nodes",
+        action="store_true",
+        help="start even when no node can hold a task of the config (an autoscaler adds nodes on demand)",
     )
     return parser
 
@@ -45,6 +57,25 @@ def init_ray() -> None:
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"), log_to_driver=True, configure_logging=False)
+
+
+def run_job(context: StudyContext, args: argparse.Namespace, body: Callable[[], int], uses_ray: bool = True) -> int:
+    """Run a job's ``body`` while it holds the study's lease (`ray_jobs.lease`), after starting Ray and
+    checking that some node holds every task the config asks for (exit status 2 with the fields to
+    change when not, unless ``--wait-for-nodes``)."""
+    from ray_jobs.lease import holding_study
+    from ray_jobs.resources import node_shapes, resource_problems
+
+    def started() -> int:
+        if uses_ray:
+            init_ray()
+            problems = [] if args.wait_for_nodes else resource_problems(context.config, node_shapes())
+            if problems:
+                print(ConfigError(f"{args.config} on this Ray cluster", problems), file=sys.stderr)
+                return 2
+        return body()
+
+    return holding_study(context.store, args.wait, started)
 
 
 @dataclass
@@ -111,6 +142,20 @@ def loadable_checkpoint(store: Store, source: str, revision: str) -> tuple[str, 
         except OSError:  # another worker renamed its copy first
             shutil.rmtree(tmp)
     return str(local), revision
+
+
+def model_identity(spec: ModelSpec, source: str, revision: str) -> str:
+    """What a checkpoint's results depend on, wherever the study and the model lie: a pre-trained model's run
+    name (`ray_jobs.pretrain.run_name`, a hash of its params and its UD text), a local directory's file
+    contents, or a hub id (its revision is fingerprinted next to it). So a study copied or moved elsewhere
+    finds its results stored."""
+    from probing.extraction import resolve_model
+
+    if spec.pretrain is not None:
+        return "pretrained:" + source.rstrip("/").rsplit("/", 1)[-1]
+    if Path(source).is_dir():
+        return "local:" + directory_digest(resolve_model(source, revision)[0])
+    return "hub:" + source
 
 
 def checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:

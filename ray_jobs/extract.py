@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
 from analysis.tables import activation_schema, rows_table
-from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, model_identity
 from ray_jobs.config import ModelSpec, StudyConfig
 from ray_jobs.context import StudyContext, key_label
 from ray_jobs.prepare import DataFingerprints
@@ -35,12 +35,13 @@ from ray_jobs.stages import stage_main
 CHUNK_SENTENCES = 256
 
 
-def activation_fingerprint(config: StudyConfig, source: str, revision: str, layer: int, sentences_fp: str) -> str:
-    """What one activation partition depends on (the sentences' fingerprint carries DATASET_VERSION)."""
+def activation_fingerprint(config: StudyConfig, model: str, revision: str, layer: int, sentences_fp: str) -> str:
+    """What one activation partition depends on: the model (`ray_jobs.common.model_identity`), the revision,
+    the layer, the extraction params and the sentences (their fingerprint carries DATASET_VERSION)."""
     from probing.extraction import EXTRACTION_VERSION
 
     return fingerprint(
-        "activations", EXTRACTION_VERSION, source, revision, layer, config.extraction.params, sentences_fp
+        "activations", EXTRACTION_VERSION, model, revision, layer, config.extraction.params, sentences_fp
     )
 
 
@@ -168,7 +169,11 @@ def _pending_units(
                     "activations", model=spec.name, checkpoint=revision, layer=layer, language=language
                 )
                 fps[layer] = activation_fingerprint(
-                    config, sources[spec.name], revision, layer, data_fps[language].sentences
+                    config,
+                    model_identity(spec, sources[spec.name], revision),
+                    revision,
+                    layer,
+                    data_fps[language].sentences,
                 )
             stats = store.path("extraction_stats", model=spec.name, checkpoint=revision, language=language)
             pending = [layer for layer in config.layers if not store.done(paths[layer], fps[layer])]

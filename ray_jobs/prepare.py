@@ -15,7 +15,7 @@ import pyarrow as pa
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
 from probing.datasets import DATASET_VERSION, build_language, ud_signature
-from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map
+from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map, run_job
 from ray_jobs.config import StudyConfig
 from ray_jobs.context import StudyContext, key_label
 from ray_jobs.stages import stage_main
@@ -148,11 +148,15 @@ def stats_main(argv: list[str] | None = None) -> int:
     """``xling stats``: prepare the study's languages in this process and print their statistics."""
     args = job_arguments("Build the word datasets of a study and print their statistics.").parse_args(argv)
     context = StudyContext.open(config_from_args(args), verify=args.verify)
-    run(context, runner=serial_map)
-    context.failures_of("prepare").write(context.store)
-    if context.data_fps:
-        print(format_stats(stats_table(context)))
-    return 1 if context.failure_rows() else 0
+
+    def prepare_and_print() -> int:
+        run(context, runner=serial_map)
+        context.failures_of("prepare").write(context.store)
+        if context.data_fps:
+            print(format_stats(stats_table(context)))
+        return 1 if context.failure_rows() else 0
+
+    return run_job(context, args, prepare_and_print, uses_ray=False)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ray_jobs.common import StageResult, config_from_args, init_ray, job_arguments
+from ray_jobs.common import StageResult, config_from_args, job_arguments, run_job
 from ray_jobs.context import StudyContext
 
 
@@ -106,9 +106,11 @@ def stage_main(name: str) -> Callable[[list[str] | None], int]:
         if not stage.applies(context):
             print(f"[{name}] this study does not ask for the {name} stage; nothing to do")
             return 0
-        if stage.uses_ray:
-            init_ray()
-        run_stage(stage, context)
-        return 1 if context.failure_rows() else 0
+
+        def run_alone() -> int:
+            run_stage(stage, context)
+            return 1 if context.failure_rows() else 0
+
+        return run_job(context, args, run_alone, stage.uses_ray)
 
     return main

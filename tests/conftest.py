@@ -53,6 +53,19 @@ def ray_cluster(tmp_path_factory):
     ray.shutdown()
 
 
+def tiny_config(tmp_path: Path, ud_dir: Path, extra_models: list[dict] = (), **changes: object) -> Path:
+    """configs/tiny.yaml written to ``tmp_path`` with its output root at ``tmp_path/study``, the given UD
+    folder, extra models and top-level changes."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    config.update(ud_dir=str(ud_dir), output_root=str(tmp_path / "study"), **changes)
+    config["models"] = config["models"] + list(extra_models)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def ud_texts(ud_dir: Path, languages: list[str], per_language: int) -> list[str]:
     """Surface texts of the first sentences of each language's treebanks."""
     from itertools import islice

@@ -15,18 +15,9 @@ from analysis.database import DATABASE_NAME
 from analysis.store import Store
 from analysis.tables import LAYOUT
 from ray_jobs import pipeline
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(tmp_path: Path, ud_dir: Path, extra_models: list[dict] = ()) -> Path:
-    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    config.update(ud_dir=str(ud_dir), output_root=str(tmp_path / "study"))
-    config["models"] = config["models"] + list(extra_models)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture(scope="module")
