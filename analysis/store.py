@@ -19,6 +19,7 @@ the objects on S3), while the page checksums cost one CRC per page as it is writ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -52,6 +53,21 @@ def fingerprint(*parts: object) -> str:
 
     text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def directory_digest(directory: str) -> str:
+    """A hash of the names and contents of the files under a directory (hidden ones left out), so that
+    what a local model directory holds, not where it is, enters fingerprints; read once per process."""
+    root, digest = Path(directory), hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            digest.update(f"{relative}\0".encode())
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 class Store:

@@ -31,6 +31,8 @@ from probing.validation import all_known, at_least, one_of, reject
 from ray_jobs.typed_yaml import FLAT, build, describe, overlaps, problem_path
 from transfer.finetune import FinetuneParams
 from transfer.tasks import TASKS
+from transfer.xnli_data import XNLIError, read_parallel_devs
+from transfer.zero_shot import SOURCE_LANGUAGE
 
 #: Zero-shot transfer tasks (`transfer.tasks.TASKS`).
 TRANSFER_TASKS: tuple[str, ...] = tuple(TASKS)
@@ -182,6 +184,8 @@ class ProbingConfig:
             *all_known("methods", "method", self.methods, RANKERS),
             *at_least("k", self.k, 1),
             *one_of("greedy_depth", self.greedy_depth, GREEDY_DEPTHS),
+            *(f"seeds: every seed must be at least 0, got {seed}" for seed in self.seeds if seed < 0),
+            *at_least("max_examples", self.max_examples, 1),
             *all_known("classifiers", "classifier", self.classifiers, CLASSIFIERS),
             *(f"params.{m}: '{m}' is not one of probing.methods" for m in self.params if m not in self.methods),
         ]
@@ -375,6 +379,12 @@ def _transfer_problems(config: StudyConfig) -> list[str]:
         problems.append(
             f"transfer.xnli_dir: the xnli task needs a folder of dev-<lang>.tsv files, got {transfer.xnli_dir}"
         )
+    elif "xnli" in transfer.tasks:
+        targets = TASKS["xnli"].targets(transfer.xnli_dir, transfer.target_languages or config.languages)
+        try:  # read now, so that a malformed file stops the study before it starts, not inside a trial
+            read_parallel_devs(transfer.xnli_dir, SOURCE_LANGUAGE, [SOURCE_LANGUAGE, *targets])
+        except (XNLIError, FileNotFoundError) as err:
+            problems.append(f"transfer.xnli_dir: {err}")
     for language in transfer.target_languages:
         if not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")

@@ -108,17 +108,21 @@ class ProbeTrial:
 class TransferTrial:
     """Fine-tune one checkpoint on one English task and score it zero-shot on the target languages.
 
-    ``data`` is the signature of the task's data files (their contents), ``data_dir`` where they are.
+    ``source`` is where the model loads from and ``model_identity`` what it is
+    (`ray_jobs.common.model_identity`); ``data`` is the signature of the task's data files (their
+    contents), ``data_dir`` where they are. Only what they are is fingerprinted, so a moved study or
+    data folder reuses its results.
     """
 
     model: str
     checkpoint: str
     task: str
-    source: str
+    source: str = field(metadata=LOCATION)
     targets: tuple[str, ...]
     params: object
     data: tuple
     data_dir: str = field(default="", metadata=LOCATION)
+    model_identity: str = ""
 
     @cached_property
     def fingerprint(self) -> str:
