@@ -113,7 +113,8 @@ class LanguageData:
 
 
 def treebank_files(ud_dir: Path | str, language: str) -> list[Path]:
-    """The CoNLL-U files of a language, sorted; error when the folder or the files are missing."""
+    """The CoNLL-U files of a language, sorted; error when the folder or the files are missing, or when a
+    ``*.conllu`` is a directory or a broken symbolic link."""
     folder = Path(ud_dir) / language
     if not folder.is_dir():
         raise CoNLLUError(
@@ -122,6 +123,11 @@ def treebank_files(ud_dir: Path | str, language: str) -> list[Path]:
     files = sorted(folder.glob("*.conllu"))
     if not files:
         raise CoNLLUError(folder, None, "treebank", "at least one *.conllu file", "none")
+    for path in files:
+        if not path.exists():
+            raise CoNLLUError(path, None, "file", "a CoNLL-U file", f"a broken symbolic link to {path.readlink()}")
+        if not path.is_file():
+            raise CoNLLUError(path, None, "file", "a CoNLL-U file", "a directory")
     return files
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from probing.datasets import DataParams
+from probing.conllu_io import CoNLLUError
+from probing.datasets import DataParams, treebank_files
 from probing.evaluation import CLASSIFIERS, EvaluationParams
 from probing.extraction import COMPUTE_DTYPES, ExtractionParams
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
@@ -270,6 +273,34 @@ def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
 # --- checks across sections ---------------------------------------------------------------------
 
 
+def _is_name(name: str) -> bool:
+    """Whether a language is a plain folder name (not ``../ud/fr`` or ``/abs/fr``)."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\")
+
+
+def is_local_path(model_id: str) -> bool:
+    """Whether a model id names a local directory (absolute, or relative to the config) rather than a hub id."""
+    return Path(model_id).is_absolute() or model_id.startswith((".", "~", "$"))
+
+
+def _local_model_problems(spec: ModelSpec) -> list[str]:
+    """A local model directory that is missing, lacks a revision, or whose weight files are cut short."""
+    from probing.checkpoint_files import weight_problems
+    from probing.extraction import resolve_model
+
+    if not Path(spec.id).is_dir():
+        return [f"models.{spec.name}: the local model directory {spec.id} does not exist"]
+    problems = []
+    for revision in model_revisions(spec):
+        try:
+            directory = resolve_model(spec.id, revision)[0]
+        except FileNotFoundError as err:
+            problems.append(f"models.{spec.name}: {err}")
+            continue
+        problems += [f"models.{spec.name}: {revision}: {problem}" for problem in weight_problems(directory)]
+    return problems
+
+
 def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None:
     """(number of layers, hidden size), read from the pre-training params or the model's config."""
     if spec.pretrain is not None:
@@ -278,6 +309,11 @@ def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None
 
     from probing.extraction import resolve_model
 
+    if is_local_path(spec.id):
+        local = _local_model_problems(spec)
+        if local:
+            problems += local
+            return None
     revision = model_revisions(spec)[0]
     try:
         source, rev = resolve_model(spec.id, revision)
@@ -313,10 +349,17 @@ def _data_problems(config: StudyConfig) -> list[str]:
         problems.append("languages: at least one language is required")
     elif ud_dir.is_dir():
         for lang in config.languages:
-            if not (ud_dir / lang).is_dir():
+            if not _is_name(lang):
+                problems.append(f"languages: '{lang}' is a path, not a language (a folder name in {ud_dir})")
+            elif not (ud_dir / lang).is_dir():
                 problems.append(f"languages: unknown language '{lang}': no treebank folder {ud_dir / lang}")
             elif not any((ud_dir / lang).glob("*.conllu")):
                 problems.append(f"languages: language '{lang}' has no *.conllu file in {ud_dir / lang}")
+            else:
+                try:
+                    treebank_files(ud_dir, lang)
+                except CoNLLUError as err:
+                    problems.append(f"languages: {err}")
     if not config.attributes:
         problems.append("attributes: at least one attribute is required")
     problems += all_known("attributes", "attribute", config.attributes, ATTRIBUTES)
@@ -386,7 +429,9 @@ def _transfer_problems(config: StudyConfig) -> list[str]:
         except (XNLIError, FileNotFoundError) as err:
             problems.append(f"transfer.xnli_dir: {err}")
     for language in transfer.target_languages:
-        if not (Path(config.ud_dir) / language).is_dir():
+        if not _is_name(language):
+            problems.append(f"transfer.target_languages: '{language}' is a path, not a language")
+        elif not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"transfer.target_languages: unknown language '{language}': no folder in {config.ud_dir}")
     return problems
 
@@ -399,6 +444,36 @@ def _resolve(path: str, base: Path) -> str:
     if "://" in expanded or Path(expanded).is_absolute():
         return expanded
     return str((base / expanded).resolve())
+
+
+#: ``$NAME`` or ``${NAME}`` in a path.
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _unset_variables(field: str, path: object) -> list[str]:
+    """A problem for each environment variable a path names that is not set (it stays in the path as
+    written, and would become a folder named ``${VAR}``)."""
+    if not isinstance(path, str):
+        return []
+    names = {a or b for a, b in _VARIABLE.findall(path)}
+    return [f"{field}: ${{{name}}} is not set in the environment" for name in sorted(names - set(os.environ))]
+
+
+def _output_root_problems(root: str) -> list[str]:
+    """A local output root that is a file, or that cannot be written or created (nothing is created here)."""
+    if "://" in root:
+        return []
+    path = Path(root)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        return [f"output_root: {root} {where}"]
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        where = "is not writable" if existing == path else f"cannot be created in {existing}"
+        return [f"output_root: {root} {where} ({err.strerror})"]
+    return []
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -507,10 +582,18 @@ def load_config(
     transfer = raw.get("transfer")
     if isinstance(transfer, dict) and isinstance(transfer.get("xnli_dir"), str):
         raw["transfer"] = {**transfer, "xnli_dir": _resolve(transfer["xnli_dir"], path.parent)}
-    for model in raw.get("models") or []:
-        if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
+    models = [model for model in raw.get("models") or [] if isinstance(model, dict)]
+    for model in models:
+        if isinstance(model.get("id"), str) and is_local_path(model["id"]):
             model["id"] = _resolve(model["id"], path.parent)
-    problems: list[str] = []
+    problems = [
+        *_unset_variables("output_root", raw.get("output_root")),
+        *_unset_variables("ud_dir", raw.get("ud_dir")),
+        *_unset_variables("transfer.xnli_dir", (raw.get("transfer") or {}).get("xnli_dir")),
+        *(p for i, model in enumerate(models) for p in _unset_variables(f"models[{i}].id", model.get("id"))),
+    ]
+    if isinstance(raw.get("output_root"), str) and not problems:
+        problems += _output_root_problems(raw["output_root"])
     raw = _apply_protocol(raw, problems)
     _k_given_once(raw, problems)
     _model_names_unique(raw, problems)

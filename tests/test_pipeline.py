@@ -2,6 +2,7 @@
 views, plots and report, a failing part that is recorded while the rest finishes, and a rerun that
 does no work."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,11 +23,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def finished_study(ray_cluster, tmp_path_factory, ud_dir, tiny_bloom_dir):
-    """The tiny study plus a model whose one checkpoint is corrupt: exit status 1, the rest complete."""
+    """The tiny study plus a model whose one checkpoint does not load (its config says a width its whole
+    weights do not have, which only loading finds): exit status 1, the rest complete."""
     tmp_path = tmp_path_factory.mktemp("pipeline")
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_bloom_dir / "step-a", broken / "step-x")
-    (broken / "step-x" / "model.safetensors").write_bytes(b"not a safetensors file")
+    config = json.loads((broken / "step-x" / "config.json").read_text())
+    (broken / "step-x" / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
     path = tiny_config(tmp_path, ud_dir, [{"name": "broken", "id": str(broken), "revisions": ["step-x"]}])
     status = pipeline.main(["--config", str(path)])
     return tmp_path, path, status
