@@ -72,11 +72,14 @@ def create_database(store: Store, path: str | Path | None = None) -> Path:
 
     It goes to the root (or, for a remote root, to `Store.local_dir`). It is built under a temporary
     name and renamed into place, so a user who has the old one open (the duckdb CLI holds a lock)
-    never blocks a study and never sees a half-built one. Over a remote root, DuckDB needs its
+    never blocks a study and never sees a half-built one; what a killed run left of its own build
+    (``.results.duckdb.*.tmp`` and its ``.wal``) is removed first. Over a remote root, DuckDB needs its
     httpfs extension to read the files.
     """
     path = Path(path) if path is not None else store.local_dir() / DATABASE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # of a run killed while building it (and its .wal)
+        stale.unlink()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with duckdb.connect(str(tmp)) as con:
         for table in (t for t in LAYOUT if store.table_files(t)):

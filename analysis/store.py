@@ -19,6 +19,7 @@ the objects on S3), while the page checksums cost one CRC per page as it is writ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -239,11 +240,16 @@ class AtomicParquetWriter:
 
     def commit(self) -> None:
         self._writer.add_key_value_metadata({ROWS_KEY: str(self.rows).encode()})
-        self._writer.close()
+        try:
+            self._writer.close()
+        except BaseException:  # a file that could not be finished (a full disk) leaves nothing behind
+            self.fs.delete_file(self.tmp)
+            raise
         self.fs.move(self.tmp, self.path)
 
     def abort(self) -> None:
-        self._writer.close()
+        with contextlib.suppress(OSError):  # flushing what is thrown away may fail (a full disk): it goes anyway
+            self._writer.close()
         self.fs.delete_file(self.tmp)
 
     def __enter__(self) -> AtomicParquetWriter:

@@ -52,11 +52,19 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 def init_ray() -> None:
     """Connect to the cluster named by RAY_ADDRESS (set by ``ray job submit``; ``auto`` finds a running one),
-    else start a fresh local one (never a stale cluster left in /tmp/ray by an earlier ``ray start``)."""
+    else start a fresh local one (never a stale cluster left in /tmp/ray by an earlier ``ray start``),
+    watched by `ray_jobs.reaper` so that a killed driver leaves none of its processes running."""
+    import psutil
     import ray
 
+    from ray_jobs.reaper import watch
+
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS", "local"), log_to_driver=True, configure_logging=False)
+        address = os.environ.get("RAY_ADDRESS", "local")
+        before = {child.pid for child in psutil.Process().children()}
+        ray.init(address=address, log_to_driver=True, configure_logging=False)
+        if address == "local":  # a Ray of our own: stopped even when this driver is killed
+            watch([child.pid for child in psutil.Process().children() if child.pid not in before])
 
 
 def run_job(context: StudyContext, args: argparse.Namespace, body: Callable[[], int], uses_ray: bool = True) -> int:
