@@ -97,8 +97,9 @@ def open_results(store: Store) -> duckdb.DuckDBPyConnection:
     and the derived views; what the report and the correlations query."""
     con = duckdb.connect()
     for table in SUMMARY_TABLES:
-        if store.table_files(table):
-            con.register(table, store.read(table))
+        files = store.intact_files(table)  # a damaged file is left out (its stage recomputes it)
+        if files:
+            con.register(table, store.dataset(table, files).to_table())
     _create_derived_views(con, temporary=True)
     return con
 

@@ -4,12 +4,18 @@ Damage to a stored Parquet file comes in three kinds: ``truncate`` (the second h
 full disk or a killed copy), ``garble`` (a run of bytes overwritten where the first column's pages
 begin, size kept) and ``flip`` (one bit flipped in the middle of the first column's pages: only its
 page checksum tells). Two studies are identical when every table has the same rows, except the
-columns that measure time.
+columns that measure time. `fill_the_disk` runs a study's rerun on a tmpfs too small for it, then
+again after growing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -58,10 +64,10 @@ def flip(path: Path) -> None:
 DAMAGE: dict[str, Callable[[Path], None]] = {"truncate": truncate, "garble": garble, "flip": flip}
 
 
-def damage_every_table(root: Path) -> list[tuple[str, str, Path]]:
-    """Damage up to three files of every stored table, one per kind of damage (a table with fewer files
-    gets the kinds in turn); return (table, kind, path) of each."""
-    store, kinds, done = Store(root), list(DAMAGE), []
+def damage_every_table(root: Path, kinds: tuple[str, ...] = tuple(DAMAGE)) -> list[tuple[str, str, Path]]:
+    """Damage a file of every stored table per kind of damage (a table with fewer files gets the kinds in
+    turn); return (table, kind, path) of each."""
+    store, done = Store(root), []
     for number, table in enumerate(t for t in LAYOUT if store.table_files(t)):
         files = store.table_files(table)
         for offset, path in enumerate(files[: len(kinds)]):
@@ -87,3 +93,71 @@ def differences(expected: dict[str, list], found: dict[str, list]) -> list[str]:
         for table in sorted(set(expected) | set(found))
         if expected.get(table) != found.get(table)
     ]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every half second; TimeoutError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.5)
+
+
+#: A rerun of a study at a root: (its exit status, what it printed).
+Rerun = Callable[[Path], tuple[int, str]]
+
+
+@contextlib.contextmanager
+def small_disk(mount: Path) -> Iterator[Path]:
+    """A tmpfs mounted at ``mount`` for the block (OSError with the reason where mounting is not allowed)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        raise OSError(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _resize(mount: Path, kilobytes: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={kilobytes}k", str(mount)], check=True)
+
+
+def _used_kilobytes(mount: Path) -> int:
+    return int(subprocess.run(["du", "-sk", str(mount)], capture_output=True, text=True).stdout.split()[0])
+
+
+@dataclass
+class DiskFull:
+    """What a rerun did on a full disk, and after space was freed."""
+
+    full_status: int
+    full_output: str
+    half_written_in_view: list[str]
+    freed_status: int
+    differences: list[str]
+
+
+def fill_the_disk(study: Path, mount: Path, rerun: Rerun) -> DiskFull:
+    """Copy a finished study onto a tmpfs, drop one (checkpoint, language) unit's activations, shrink the
+    disk so that extracting them again fills it, rerun; then grow it and rerun. Reports every visible file
+    that is not whole after the first rerun, and how the second one's tables differ from the study's."""
+    from analysis.database import open_locked, study_tables
+
+    root = shutil.copytree(study, mount / "study", ignore=shutil.ignore_patterns("_tune"))
+    unit = sorted((root / "activations").glob("model=*/checkpoint=*/layer=*/language=en/*.parquet"))[:2]
+    freed = sum(path.stat().st_size for path in unit) // 1024
+    for path in unit:
+        path.unlink()
+    _resize(mount, _used_kilobytes(mount) + freed // 2)
+    full_status, full_output = rerun(root)
+    store = Store(root, verify=True)
+    in_view = [f for t in study_tables(store) for f in sorted(set(store.table_files(t)) - set(store.intact_files(t)))]
+    with open_locked(store) as con:  # every table still reads whole in DuckDB
+        for table in study_tables(store):
+            con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+    _resize(mount, 200 * 1024)
+    freed_status, _ = rerun(root)
+    return DiskFull(full_status, full_output, in_view, freed_status, differences(table_rows(study), table_rows(root)))

@@ -83,7 +83,7 @@ class StudyLease:
             if not self.wait:
                 raise busy
             if not announced:
-                print(f"[lease] waiting: {busy}", flush=True)
+                print(f"[lease] waiting for the run that holds the study: {busy.holder['owner']}", flush=True)
                 announced = True
             time.sleep(min(self.heartbeat, 2.0))
         self._thread = threading.Thread(target=self._renew, name="xling-lease", daemon=True)

@@ -51,11 +51,12 @@ def language_done(store: Store, language: str, fps: DataFingerprints) -> bool:
     (written last), its sentences, and the words of every attribute that has any (an attribute the
     language does not annotate has no words file)."""
     words = ((store.path("words", language=language, attribute=a), fp) for a, fp in fps.words.items())
-    return (
-        store.done(store.path("dataset_stats", language=language), fps.stats)
-        and store.done(store.path("sentences", language=language), fps.sentences)
-        and all(not store.is_file(path) or store.done(path, fp) for path, fp in words)
-    )
+    checks = [  # every file is looked at (no short cut), so that each damaged one is found and counted
+        store.done(store.path("dataset_stats", language=language), fps.stats),
+        store.done(store.path("sentences", language=language), fps.sentences),
+        *(not store.is_file(path) or store.done(path, fp) for path, fp in words),
+    ]
+    return all(checks)
 
 
 def prepare_language(config: StudyConfig, store: Store, language: str) -> tuple[DataFingerprints, bool]:

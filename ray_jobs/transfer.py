@@ -96,7 +96,13 @@ def _trainable(config: dict) -> None:
     try:
         tune.report(run_transfer_trial(spec["store"], spec["trial"], spec["threads"]))
     except Exception as err:
-        tune.report({"status": "error", "error": "".join(traceback.format_exception(err))})
+        tune.report(
+            {
+                "status": "error",
+                "error": f"{type(err).__name__}: {err}",
+                "detail": "".join(traceback.format_exception(err)),
+            }
+        )
 
 
 def run(context: StudyContext) -> StageResult:
@@ -117,7 +123,7 @@ def run(context: StudyContext) -> StageResult:
     for result in results:
         trial = result.config["spec"]["trial"]
         if result.error is not None or result.metrics["status"] == "error":
-            failures.add(trial.label, result.error or result.metrics["error"])
+            failures.add(trial.label, result.error or f"{result.metrics['error']}\n{result.metrics['detail']}")
         else:
             done += 1
             busy += result.metrics["seconds"] * config.transfer.num_cpus

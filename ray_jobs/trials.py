@@ -101,7 +101,8 @@ class ProbeTrial:
     def is_done(self, store: Store) -> bool:
         """True when its rankings and metrics, or its cannot-run marker, are stored intact with its fingerprint."""
         paths, fp = self.paths(store), self.fingerprint
-        return (store.done(paths.rankings, fp) and store.done(paths.metrics, fp)) or store.done(paths.failure, fp)
+        rankings, metrics, marker = (store.done(path, fp) for path in paths)  # each looked at: damage is found
+        return (rankings and metrics) or marker
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def test_what_a_killed_driver_started_is_killed_and_nothing_else(monkeypatch):
     time.sleep(0.3)  # the reaper has seen the agent
     driver.kill()
     watching.join(timeout=10)
+    psutil.wait_procs([service, agent], timeout=10)  # a killed process takes a moment to go
     assert not reaper.alive(service) and not reaper.alive(agent)
     assert bystander.poll() is None
     bystander.kill()

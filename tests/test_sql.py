@@ -79,3 +79,10 @@ def test_a_root_that_is_not_a_study_is_refused_and_not_created(tmp_path, capsys,
     status, out = run_sql(capsys, root, "SELECT 1")
     assert status == 2 and "not a study" in out
     assert root.exists() == (make != "missing")
+
+
+def test_a_killed_runs_half_built_database_is_removed(study):
+    for leftover in (".results.duckdb.0123abcd.tmp", ".results.duckdb.0123abcd.tmp.wal"):
+        (study / leftover).write_bytes(b"half")
+    create_database(Store(study))
+    assert sorted(p.name for p in study.iterdir() if "duckdb" in p.name) == ["results.duckdb"]
