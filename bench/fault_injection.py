@@ -4,8 +4,8 @@ Damage to a stored Parquet file comes in three kinds: ``truncate`` (the second h
 full disk or a killed copy), ``garble`` (a run of bytes overwritten where the first column's pages
 begin, size kept) and ``flip`` (one bit flipped in the middle of the first column's pages: only its
 page checksum tells). Two studies are identical when every table has the same rows, except the
-columns that measure time. `fill_the_disk` runs a study's rerun on a tmpfs too small for it, then
-again after growing it.
+columns that measure time and the text of real failures (`comparable`). `fill_the_disk` runs a
+study's rerun on a tmpfs too small for it, then again after growing it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from analysis.store import Store
 from analysis.tables import LAYOUT
 
-#: Columns that measure wall time, which no two runs share.
-TIME_COLUMNS = frozenset({"seconds", "train_seconds", "time", "detail"})
+#: Columns that no two runs share: wall times, and the tracebacks of failures (process ids).
+VOLATILE_COLUMNS = frozenset({"seconds", "train_seconds", "time", "detail"})
 
 
 def _first_column_chunk(path: Path) -> tuple[int, int] | None:
@@ -77,12 +77,19 @@ def damage_every_table(root: Path, kinds: tuple[str, ...] = tuple(DAMAGE)) -> li
     return done
 
 
-def table_rows(root: Path) -> dict[str, list[tuple]]:
-    """Every stored table's rows (time columns left out), sorted, as comparable tuples."""
+def comparable(row: dict) -> str:
+    """A row without its volatile columns; a failure's error reduced to its kind (its text names pids)."""
+    kept = {k: v for k, v in row.items() if k not in VOLATILE_COLUMNS}
+    if "error" in kept and not kept["error"].startswith("CannotProbe"):
+        kept["error"] = kept["error"].split(":", 1)[0]
+    return repr(sorted(kept.items()))
+
+
+def table_rows(root: Path) -> dict[str, list[str]]:
+    """Every stored table's rows (`comparable`), sorted."""
     store, contents = Store(root, create=False), {}
     for table in (t for t in LAYOUT if store.table_files(t)):
-        rows = store.read(table).to_pylist()
-        contents[table] = sorted(repr(sorted((k, v) for k, v in row.items() if k not in TIME_COLUMNS)) for row in rows)
+        contents[table] = sorted(comparable(row) for row in store.read(table).to_pylist())
     return contents
 
 

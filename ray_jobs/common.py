@@ -111,8 +111,12 @@ class Failures:
     rows: list[dict] = field(default_factory=list)
 
     def add(self, key: str, error: BaseException | str) -> None:
+        """Record a failure; an error raised in a Ray task is named by the error it wraps (e.g. ``OSError:
+        [Errno 28] No space left on device``), its whole text going to the detail."""
         detail = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else ""
-        message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        cause = getattr(error, "cause", None)  # a RayTaskError's original exception
+        named = cause if isinstance(cause, BaseException) else error
+        message = f"{type(named).__name__}: {named}" if isinstance(named, BaseException) else str(named)
         self.rows.append(
             {
                 "stage": self.stage,
