@@ -101,7 +101,11 @@ def cluster(tmp_path_factory):
     address = f"http://127.0.0.1:{dashboard}"
     # ready when a trivial job runs (the job agent starts after the dashboard)
     wait_for(lambda: job(address, env, "python", "-c", "print('ready')").returncode == 0, 300, "the Ray head")
-    worker = start_node(logs / "worker.log", env, f"--address=127.0.0.1:{port}")
+    # a temp dir of its own, as a node on its own machine has: Ray's clean-up of a lost node would
+    # otherwise delete the job's working dir, which the nodes of one machine would share
+    worker = start_node(
+        logs / "worker.log", env, f"--address=127.0.0.1:{port}", f"--temp-dir={tmp_path_factory.mktemp('ray-tmp')}"
+    )
     count = "import ray; ray.init(); print('nodes', sum(n['Alive'] for n in ray.nodes()))"
     wait_for(lambda: "nodes 2" in job(address, env, "python", "-c", count).stdout, 120, "the worker node")
     yield Cluster(address, env, worker)
@@ -163,7 +167,7 @@ def test_a_study_on_two_nodes_survives_losing_one_mid_probe_and_a_resubmitted_jo
     time.sleep(2)  # its trials run on both nodes
     kill_raylet(cluster.worker)
     assert first.wait(timeout=900) == 0, log.read_text()[-4000:]
-    assert "succeeded" in log.read_text()
+    assert "succeeded" in log.read_text() and "has been marked dead" in log.read_text()  # lost, mid-run
     with duckdb.connect(str(output_root / "results.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM rankings").fetchone()[0] > 0
         assert con.execute("SELECT count(*) FROM overlap_summary").fetchone()[0] > 0

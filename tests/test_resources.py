@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from ray_jobs import pipeline
 from ray_jobs.config import Resources, load_config
 from ray_jobs.resources import NodeShape, pretrain_request, resource_problems
 from tests.conftest import tiny_config
@@ -45,3 +46,13 @@ def test_a_request_no_node_holds_names_its_field(config):
 def test_transfer_asks_for_a_gpu_only_where_a_node_has_one(config):
     assert resource_problems(config, [NodeShape(1, 0)]) == []
     assert resource_problems(config, [NodeShape(2, 1)]) == []
+
+
+@pytest.mark.slow
+def test_a_job_whose_tasks_no_node_holds_stops_at_start(ray_cluster, tmp_path, ud_dir, capsys):
+    path = tiny_config(tmp_path, ud_dir, extraction={"batch_tokens": 4096, "resources": {"num_cpus": 3}})
+    assert pipeline.main(["--config", str(path)]) == 2
+    assert (
+        "extraction.resources: one task asks for 3 CPU(s) and 0 GPU(s), which no node holds" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "study" / "models").exists()  # no stage ran
