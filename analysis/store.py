@@ -152,10 +152,10 @@ class Store:
             return None
         try:
             metadata = self._intact_metadata(path, (path, info.size, info.mtime_ns))
-        except (OSError, pa.ArrowException) as damage:
+            return (metadata.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+        except (OSError, ValueError, pa.ArrowException) as damage:  # ValueError: a footer value that is garbage
             self._set_aside(path, damage)
             return None
-        return (metadata.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
 
     def _intact_metadata(self, path: str, identity: tuple[str, int, int]) -> pq.FileMetaData:
         """The file's footer, after checking its row count (and, with ``verify``, its pages once per version)."""

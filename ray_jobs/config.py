@@ -4,9 +4,11 @@ Validation happens before any Ray work starts and reports every problem at once,
 YAML path. Every section validates itself (its dataclass's ``__post_init__``: known methods,
 classifiers and tasks read from their registries, k ≥ 1, dtypes, ...; `ray_jobs.typed_yaml` puts the
 section's path in front); what crosses sections is checked here on the built config: language and
-treebank folders, layers beyond a model's depth, k above its width, ranker params against the
-protocol, the XNLI folder and the target languages. Relative paths in a config are resolved against
-the directory of the config file; ``${VAR}`` is expanded. This module does not import Ray.
+treebank folders (and their ``*.conllu`` files), layers beyond a model's depth, k above its width,
+ranker params against the protocol, the XNLI folder and files and the target languages, local model
+directories and their weight files, and the output root (a file, or not writable or creatable: it
+is not created here). Relative paths in a config are resolved against the directory of the config
+file; ``${VAR}`` is expanded, and one that is not set is a problem. This module does not import Ray.
 """
 
 from __future__ import annotations
