@@ -80,15 +80,32 @@ def run(config: Path, root: Path, log: Path, *extra: str) -> tuple[int, str]:
 
 
 def descendants(process: subprocess.Popen) -> list[psutil.Process]:
-    return psutil.Process(process.pid).children(recursive=True)
+    try:
+        return psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def titled(process: psutil.Process, title: str) -> bool:
+    """Whether a process's title (Ray's ``ray::ActorClass.method``) names ``title``."""
+    try:
+        return title in " ".join(process.cmdline())
+    except psutil.Error:  # it ended meanwhile
+        return False
 
 
 def kill_worker(driver: subprocess.Popen, title: str) -> bool:
-    """SIGKILL one of the driver's Ray workers whose process title names ``title``; False when none runs."""
-    workers = [p for p in descendants(driver) if title in " ".join(p.cmdline())]
-    if workers:
-        workers[0].kill()
-    return bool(workers)
+    """SIGKILL the first of the driver's Ray workers whose process title names ``title`` (waiting for one to
+    start); False when the run ends first."""
+
+    def workers() -> list[psutil.Process]:
+        return [p for p in descendants(driver) if titled(p, title)]
+
+    wait_for(lambda: bool(workers()) or driver.poll() is not None, 300, f"a {title} worker")
+    found = workers()
+    if found:
+        found[0].kill()
+    return bool(found)
 
 
 def at_moment(driver: subprocess.Popen, log: Path, moment: str) -> bool:
