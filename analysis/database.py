@@ -1,8 +1,9 @@
-"""One DuckDB database file of views over the study's Parquet tables, so results are queried in place.
+"""DuckDB over the study's Parquet tables, so results are queried in place.
 
 ``results.duckdb`` in the output root holds only view definitions (``read_parquet`` over each table's
 hive-partitioned files), so it stays small, always shows the current files, and opens in the duckdb
-CLI as well as in Python.
+CLI as well as in Python. ``xling sql`` does not use it: `open_locked` gives a user's SQL an in-memory
+database in which it can read the study's tables and nothing else.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def table_glob(store: Store, table: str) -> str:
     return store.uri(f"{store.table_dir(table)}/{depth}/*.parquet")
 
 
+def sql_string(text: str) -> str:
+    """``text`` as one SQL string literal, whatever quotes it holds (a root named ``it's``)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _create_derived_views(con: duckdb.DuckDBPyConnection, temporary: bool) -> None:
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     for name, (needs, sql) in DERIVED_VIEWS.items():  # in order: a derived view may read one defined above it
@@ -114,16 +120,19 @@ def create_database(store: Store, path: str | Path | None = None) -> Path:
 
     It goes to the root (or, for a remote root, to `Store.local_dir`). It is built under a temporary
     name and renamed into place, so a user who has the old one open (the duckdb CLI holds a lock)
-    never blocks a study and never sees a half-built one. Over a remote root, DuckDB needs its
+    never blocks a study and never sees a half-built one; what a killed run left of its own build
+    (``.results.duckdb.*.tmp`` and its ``.wal``) is removed first. Over a remote root, DuckDB needs its
     httpfs extension to read the files.
     """
     path = Path(path) if path is not None else store.local_dir() / DATABASE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # of a run killed while building it (and its .wal)
+        stale.unlink()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with duckdb.connect(str(tmp)) as con:
         for table in (t for t in LAYOUT if store.table_files(t)):
             con.execute(
-                f"CREATE VIEW \"{table}\" AS SELECT * FROM read_parquet('{table_glob(store, table)}', "
+                f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({sql_string(table_glob(store, table))}, '
                 f"hive_partitioning = true, union_by_name = true)"
             )
         _create_derived_views(con, temporary=False)
@@ -136,17 +145,40 @@ def open_results(store: Store) -> duckdb.DuckDBPyConnection:
     and the derived views; what the report and the correlations query."""
     con = duckdb.connect()
     for table in SUMMARY_TABLES:
-        if store.table_files(table):
-            con.register(table, store.read(table))
+        files = store.intact_files(table)  # a damaged file is left out (its stage recomputes it)
+        if files:
+            con.register(table, store.dataset(table, files).to_table())
     _create_derived_views(con, temporary=True)
     return con
 
 
-def query(database: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run SQL against the study database (read-only); return column names and rows."""
-    with duckdb.connect(str(database), read_only=True) as con:
-        result = con.execute(sql)
-        return [c[0] for c in result.description], result.fetchall()
+def study_tables(store: Store) -> list[str]:
+    """The registered tables that have files under the root (none: the root is not a study)."""
+    return [table for table in LAYOUT if store.table_files(table)]
+
+
+def open_locked(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB in which SQL reads the study's tables and can reach nothing else.
+
+    The project registers each table as a pyarrow dataset (read through the store's filesystem, local or
+    remote) and creates the derived views; then DuckDB's own access to files, extensions and the network
+    is switched off and its configuration locked. So ``COPY ... TO``, ``ATTACH``, ``EXPORT``,
+    ``INSTALL``, ``read_text``/``read_csv`` of any file fail with a permission error, and nothing a query
+    does outlives the connection.
+    """
+    con = duckdb.connect()
+    for table in study_tables(store):
+        con.register(table, store.dataset(table))
+    _create_derived_views(con, temporary=False)
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SQL on a connection (`open_locked`); return column names and rows."""
+    result = con.execute(sql)
+    return [c[0] for c in result.description], result.fetchall()
 
 
 def format_table(columns: list[str], rows: list[tuple], max_rows: int = 50) -> str:

@@ -6,10 +6,21 @@ redoes one whose fingerprint differs (settings changed). Files are written under
 name (``.part-0.parquet.<id>.tmp``, invisible to pyarrow datasets and to DuckDB's ``*.parquet``
 globs) and renamed when complete, so a killed writer never leaves a partial file in view.
 The root is a local path or any URI that ``pyarrow.fs`` understands (``s3://``, ``gs://``, ``file://``).
+
+Every file also carries its row count (``xling.rows``, in the footer) and a CRC-32 of every data page
+(Parquet's page checksums, computed by the writer as it writes each page). A file whose footer cannot
+be read or whose row count differs is *damaged*; with ``verify`` a file is also read through, so that
+a page whose checksum fails (a flipped bit) is damaged too. A damaged file is moved aside (a hidden
+``.<name>.damaged``, which no reader sees), logged and counted in `Store.damaged`, and is then as good
+as absent: its stage recomputes it. Page checksums rather than one hash of the file: a file's footer
+cannot hold a hash of itself, and a sidecar file per result doubles the files to write atomically (and
+the objects on S3), while the page checksums cost one CRC per page as it is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +37,7 @@ import pyarrow.parquet as pq
 from analysis.tables import LAYOUT
 
 FINGERPRINT_KEY = b"xling.fingerprint"
+ROWS_KEY = b"xling.rows"
 
 
 def fingerprint(*parts: object) -> str:
@@ -44,17 +56,41 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class Store:
-    """Paths and atomic Parquet I/O for one study root."""
+@functools.cache
+def directory_digest(directory: str) -> str:
+    """A hash of the names and contents of the files under a directory (hidden ones left out), so that
+    what a local model directory holds, not where it is, enters fingerprints; read once per process."""
+    root, digest = Path(directory), hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            digest.update(f"{relative}\0".encode())
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
-    def __init__(self, root: str | Path):
+
+class Store:
+    """Paths and atomic Parquet I/O for one study root.
+
+    ``verify``: read every file through to check its page checksums before counting it as stored (else
+    only its footer and row count are checked). ``create``: make the root when it does not exist.
+    """
+
+    def __init__(self, root: str | Path, verify: bool = False, create: bool = True):
         root = str(root)
         if "://" in root:
             self.fs, self.base = pafs.FileSystem.from_uri(root)
         else:
             self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
         self.root = root
-        self.fs.create_dir(self.base, recursive=True)
+        self.verify = verify
+        #: Files found damaged (and moved aside) by this process, in the order found.
+        self.damaged: list[str] = []
+        self._intact: set[tuple[str, int, int]] = set()
+        if create:
+            self.fs.create_dir(self.base, recursive=True)
 
     @property
     def is_local(self) -> bool:
@@ -85,6 +121,10 @@ class Store:
             and not i.base_name.startswith((".", "_"))
         )
 
+    def intact_files(self, table: str) -> list[str]:
+        """The visible files of a table that are not damaged (the damaged ones are moved aside)."""
+        return [path for path in self.table_files(table) if self.stored_fingerprint(path) is not None]
+
     def table_dir(self, table: str) -> str:
         return f"{self.base}/{table}"
 
@@ -101,15 +141,47 @@ class Store:
         sub = "/".join(f"{c}={keys[c]}" for c in columns)
         return f"{self.table_dir(table)}/{sub}/{part}.parquet"
 
+    def is_file(self, path: str) -> bool:
+        """Whether a file is at ``path`` (intact or not)."""
+        return self.fs.get_file_info(path).type == pafs.FileType.File
+
     def stored_fingerprint(self, path: str) -> str | None:
-        """The fingerprint of a finished file, or None when there is no such file."""
-        if self.fs.get_file_info(path).type != pafs.FileType.File:
+        """The fingerprint of a finished, intact file; None when there is no such file or it is damaged."""
+        info = self.fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
             return None
-        metadata = pq.read_schema(path, filesystem=self.fs).metadata or {}
-        return metadata.get(FINGERPRINT_KEY, b"").decode()
+        try:
+            metadata = self._intact_metadata(path, (path, info.size, info.mtime_ns))
+            return (metadata.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+        except (OSError, ValueError, pa.ArrowException) as damage:  # ValueError: a footer value that is garbage
+            self._set_aside(path, damage)
+            return None
+
+    def _intact_metadata(self, path: str, identity: tuple[str, int, int]) -> pq.FileMetaData:
+        """The file's footer, after checking its row count (and, with ``verify``, its pages once per version)."""
+        with self.fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+            metadata = parquet.metadata
+            written = (metadata.metadata or {}).get(ROWS_KEY)
+            row_groups = sum(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+            if row_groups != metadata.num_rows or (written is not None and int(written) != metadata.num_rows):
+                raise pa.ArrowInvalid(f"{metadata.num_rows} rows in the footer, {written} written")
+            if self.verify and identity not in self._intact:
+                read = sum(batch.num_rows for batch in parquet.iter_batches())
+                if read != metadata.num_rows:
+                    raise pa.ArrowInvalid(f"{read} rows read, {metadata.num_rows} in the footer")
+                self._intact.add(identity)
+        return metadata
+
+    def _set_aside(self, path: str, damage: BaseException) -> None:
+        """Move a damaged file out of every reader's view, log it and count it."""
+        directory, name = path.rsplit("/", 1)
+        self.fs.move(path, f"{directory}/.{name}.damaged")
+        self.damaged.append(path)
+        print(f"[store] damaged, will be recomputed: {path} ({type(damage).__name__}: {damage})", flush=True)
 
     def done(self, path: str, fp: str) -> bool:
-        """True when the file exists and was written with this fingerprint."""
+        """True when the file exists, is intact and was written with this fingerprint."""
         return self.stored_fingerprint(path) == fp
 
     def write(self, table: pa.Table, path: str, fp: str) -> None:
@@ -127,8 +199,17 @@ class Store:
         """Read one file (``path``) or a whole hive-partitioned table."""
         if path is not None:
             return pq.read_table(path, filesystem=self.fs, columns=columns)
-        dataset = ds.dataset(self.table_dir(table), filesystem=self.fs, format="parquet", partitioning="hive")
-        return dataset.to_table(columns=columns, filter=filter)
+        return self.dataset(table, self.intact_files(table)).to_table(columns=columns, filter=filter)
+
+    def dataset(self, table: str, files: list[str] | None = None) -> ds.Dataset:
+        """A table's files (all visible ones by default) as one hive-partitioned pyarrow dataset."""
+        return ds.dataset(
+            self.table_files(table) if files is None else files,
+            filesystem=self.fs,
+            format="parquet",
+            partitioning="hive",
+            partition_base_dir=self.table_dir(table),
+        )
 
     def exists(self, table: str) -> bool:
         return self.fs.get_file_info(self.table_dir(table)).type == pafs.FileType.Directory
@@ -146,7 +227,8 @@ class AtomicParquetWriter:
                 fs.delete_file(stale.path)
         self.tmp = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         schema = schema.with_metadata({**(schema.metadata or {}), FINGERPRINT_KEY: fp.encode()})
-        self._writer = pq.ParquetWriter(self.tmp, schema, filesystem=fs, compression="zstd")
+        self._writer = pq.ParquetWriter(self.tmp, schema, filesystem=fs, compression="zstd", write_page_checksum=True)
+        self.rows = 0
 
     @property
     def schema(self) -> pa.Schema:
@@ -154,13 +236,20 @@ class AtomicParquetWriter:
 
     def write_table(self, table: pa.Table) -> None:
         self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
+        self.rows += table.num_rows
 
     def commit(self) -> None:
-        self._writer.close()
+        self._writer.add_key_value_metadata({ROWS_KEY: str(self.rows).encode()})
+        try:
+            self._writer.close()
+        except BaseException:  # a file that could not be finished (a full disk) leaves nothing behind
+            self.fs.delete_file(self.tmp)
+            raise
         self.fs.move(self.tmp, self.path)
 
     def abort(self) -> None:
-        self._writer.close()
+        with contextlib.suppress(OSError):  # flushing what is thrown away may fail (a full disk): it goes anyway
+            self._writer.close()
         self.fs.delete_file(self.tmp)
 
     def __enter__(self) -> AtomicParquetWriter:

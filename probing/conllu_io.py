@@ -1,8 +1,11 @@
 """Read CoNLL-U treebanks into sentences of syntactic words and the surface text that carries them.
 
 Parsing is done by the ``conllu`` library; before a sentence block reaches it, each line is checked
-(UTF-8, 10 tab-separated columns, ID and FEATS syntax), because ``conllu`` silently accepts short
-lines and malformed FEATS. Empty nodes (``5.1``) are skipped.
+(UTF-8 without NUL bytes, 10 tab-separated columns, the syntax of ID, HEAD, DEPS and FEATS with each
+feature once, UPOS one of UD's 17 tags), because ``conllu`` silently accepts short lines, malformed
+FEATS and a feature given twice, and fails on a non-integer HEAD without naming file or line; IDs
+must run 1, 2, ... (none repeated or skipped). Empty nodes (``5.1``) are skipped. Accepted: a UTF-8
+byte-order mark at the start of a file, and ``_`` as HEAD (as UD allows for empty nodes and ranges).
 
 Two layers are kept (UD v2 "Words, tokens and empty nodes"): *syntactic words* (integer IDs), which
 carry the features, and *surface tokens*, what the running text contains: a multi-word token (a
@@ -19,6 +22,7 @@ the ``# text`` line is what is used, so the model reads exactly UD's running tex
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +37,30 @@ _ID_RANGE = re.compile(r"^[1-9][0-9]*-[1-9][0-9]*$")
 _ID_EMPTY = re.compile(r"^[0-9]+\.[1-9][0-9]*$")
 _FEAT = r"[A-Za-z][A-Za-z0-9]*(\[[a-z0-9]+\])?=[A-Za-z0-9]+(,[A-Za-z0-9]+)*"
 _FEATS = re.compile(rf"^{_FEAT}(\|{_FEAT})*$")
+_HEAD = re.compile(r"^(0|[1-9][0-9]*|_)$")
+_DEP = r"(0|[1-9][0-9]*(\.[1-9][0-9]*)?):[^|\s:][^|\s]*"
+_DEPS = re.compile(rf"^(_|{_DEP}(\|{_DEP})*)$")
+
+#: The 17 universal POS tags of UD v2, in the order of their label ids.
+UPOS_TAGS: tuple[str, ...] = (
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+)
 
 
 class CoNLLUError(InputError):
@@ -108,13 +136,18 @@ class _RawToken:
 
 
 def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The file's lines, numbered from 1; a leading byte-order mark is dropped (accepted, as UTF-8 allows)."""
+    if path.is_dir():
+        raise CoNLLUError(path, None, "file", "a CoNLL-U file", "a directory")
     try:
-        data = path.read_bytes()
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     except FileNotFoundError:
         raise CoNLLUError(path, None, "file", "an existing CoNLL-U file", "no such file") from None
     if not data.strip():
         raise CoNLLUError(path, None, "file", "at least one sentence", "an empty file")
     for number, raw in enumerate(data.split(b"\n"), start=1):
+        if b"\0" in raw:
+            raise CoNLLUError(path, number, "encoding", "text without NUL bytes", f"one at column {raw.index(0) + 1}")
         try:
             yield number, raw.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError as err:
@@ -128,16 +161,26 @@ def _check_token_line(path: Path, number: int, line: str) -> bool:
     columns = line.split("\t")
     if len(columns) != 10:
         raise CoNLLUError(path, number, "columns", "10 tab-separated columns", str(len(columns)))
-    token_id, feats = columns[0], columns[5]
+    token_id, upos, feats, head, deps = columns[0], columns[3], columns[5], columns[6], columns[8]
     is_word = bool(_ID_WORD.match(token_id))
     if not (is_word or _ID_RANGE.match(token_id) or _ID_EMPTY.match(token_id)):
         raise CoNLLUError(
             path, number, "ID", "an integer word id, a range like 3-4 or an empty node like 5.1", repr(token_id)
         )
+    if upos not in UPOS_TAGS and not (upos == "_" and not is_word):
+        raise CoNLLUError(path, number, "UPOS", f"one of the 17 UD tags ({', '.join(UPOS_TAGS)})", repr(upos))
     if feats != "_" and not _FEATS.match(feats):
         raise CoNLLUError(
             path, number, "FEATS", "'_' or Name=Value pairs joined by '|' (e.g. Number=Sing|Case=Nom)", repr(feats)
         )
+    names = [pair.split("=", 1)[0] for pair in feats.split("|")]
+    if len(set(names)) < len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise CoNLLUError(path, number, "FEATS", "each feature once", f"{twice} twice in {feats!r}")
+    if not _HEAD.match(head):
+        raise CoNLLUError(path, number, "HEAD", "the integer id of the head word (0: the root) or '_'", repr(head))
+    if not _DEPS.match(deps):
+        raise CoNLLUError(path, number, "DEPS", "'_' or head:relation pairs joined by '|' (e.g. 2:nsubj)", repr(deps))
     return is_word
 
 

@@ -91,6 +91,8 @@ class DataParams:
     def __post_init__(self) -> None:
         problems = [
             *at_least("min_examples_per_split", self.min_examples_per_split, 1),
+            *at_least("max_sentences_per_language", self.max_sentences_per_language, 1),
+            *at_least("seed", self.seed, 0),
             *one_of("split", self.split, DATA_SPLITS),
             *at_least("min_types_per_value", self.min_types_per_value, 1),
         ]
@@ -111,7 +113,8 @@ class LanguageData:
 
 
 def treebank_files(ud_dir: Path | str, language: str) -> list[Path]:
-    """The CoNLL-U files of a language, sorted; error when the folder or the files are missing."""
+    """The CoNLL-U files of a language, sorted; error when the folder or the files are missing, or when a
+    ``*.conllu`` is a directory or a broken symbolic link."""
     folder = Path(ud_dir) / language
     if not folder.is_dir():
         raise CoNLLUError(
@@ -120,12 +123,22 @@ def treebank_files(ud_dir: Path | str, language: str) -> list[Path]:
     files = sorted(folder.glob("*.conllu"))
     if not files:
         raise CoNLLUError(folder, None, "treebank", "at least one *.conllu file", "none")
+    for path in files:
+        if not path.exists():
+            raise CoNLLUError(path, None, "file", "a CoNLL-U file", f"a broken symbolic link to {path.readlink()}")
+        if not path.is_file():
+            raise CoNLLUError(path, None, "file", "a CoNLL-U file", "a directory")
     return files
+
+
+def file_digest(path: Path) -> str:
+    """A short hash of a file's content."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def ud_signature(ud_dir: Path | str, language: str) -> list[tuple[str, str]]:
     """Names and content hashes of a language's treebank files: what the data of a study depends on."""
-    return [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]) for p in treebank_files(ud_dir, language)]
+    return [(p.name, file_digest(p)) for p in treebank_files(ud_dir, language)]
 
 
 def stable_seed(*parts: object) -> int:

@@ -65,6 +65,7 @@ class ExtractionParams:
     def __post_init__(self) -> None:
         problems = [
             *at_least("batch_tokens", self.batch_tokens, 1),
+            *at_least("max_length", self.max_length, 2),
             *one_of("compute_dtype", self.compute_dtype, COMPUTE_DTYPES),
         ]
         if self.dtype not in STORAGE_DTYPES:

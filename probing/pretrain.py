@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from probing.validation import at_least, reject
+from probing.validation import at_least, fraction, positive, reject
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 
@@ -53,9 +53,20 @@ class PretrainParams:
 
     def __post_init__(self) -> None:
         problems = [
+            *at_least("n_layer", self.n_layer, 1),
+            *at_least("hidden_size", self.hidden_size, 1),
             *at_least("n_head", self.n_head, 1),
+            *at_least("vocab_size", self.vocab_size, 1),
+            *at_least("seq_len", self.seq_len, 2),
+            *at_least("batch_size", self.batch_size, 1),
             *at_least("steps", self.steps, 1),
+            *positive("lr", self.lr),
+            *at_least("warmup_steps", self.warmup_steps, 0),
+            *at_least("weight_decay", self.weight_decay, 0),
             *at_least("checkpoints", self.checkpoints, 1),
+            *fraction("heldout_fraction", self.heldout_fraction),
+            *at_least("sentences_per_language", self.sentences_per_language, 1),
+            *at_least("seed", self.seed, 0),
         ]
         if self.n_head >= 1 and self.hidden_size % self.n_head:
             problems.append(f"hidden_size: {self.hidden_size} is not divisible by n_head {self.n_head}")

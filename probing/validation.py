@@ -9,6 +9,7 @@ reports every problem of every section at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -31,9 +32,19 @@ def reject(problems: list[str]) -> None:
         raise InvalidParams(problems)
 
 
-def at_least(name: str, value: float, low: float) -> list[str]:
-    """The problem of a field below its minimum, if it is."""
-    return [] if value >= low else [f"{name}: must be at least {low}, got {value}"]
+def at_least(name: str, value: float | None, low: float) -> list[str]:
+    """The problem of a field below its minimum (or NaN), if it is; None (an optional field not given) passes."""
+    return [] if value is None or value >= low else [f"{name}: must be at least {low}, got {value}"]
+
+
+def positive(name: str, value: float) -> list[str]:
+    """The problem of a field that must be a finite number above 0 (a learning rate), if it is not."""
+    return [] if math.isfinite(value) and value > 0 else [f"{name}: must be a finite number above 0, got {value}"]
+
+
+def fraction(name: str, value: float) -> list[str]:
+    """The problem of a field that must lie in [0, 1), if it does not."""
+    return [] if 0 <= value < 1 else [f"{name}: must be at least 0 and below 1, got {value}"]
 
 
 def one_of(name: str, value: object, allowed: Iterable[str]) -> list[str]:

@@ -85,7 +85,7 @@ def run_overlaps(config: StudyConfig, store: Store) -> bool:
         return False
     fp = fingerprint("overlaps", rankings_fingerprint(records))
     models = sorted({r["model"] for r in records})
-    if all(store.done(store.path(t, model=m), fp) for t in OVERLAP_TABLES for m in models):
+    if all([store.done(store.path(t, model=m), fp) for t in OVERLAP_TABLES for m in models]):  # each looked at
         print("[analyse] overlap tables are up to date")
         return False
     order = {(spec.name, rev): i for spec in config.models for i, rev in enumerate(model_revisions(spec))}
@@ -125,7 +125,7 @@ def run_correlations(store: Store) -> bool:
     ]
     fp = fingerprint("correlations", points)
     models = sorted({p["model"] for p in points})
-    if all(store.done(store.path("correlations", model=m), fp) for m in models):
+    if all([store.done(store.path("correlations", model=m), fp) for m in models]):
         return False
     for model in models:
         rows = correlation_rows([p for p in points if p["model"] == model])

@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Tune's default console output prints a status box per sweep; the jobs show their own progress bars.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from analysis.store import Store
+from analysis.store import Store, directory_digest
 from analysis.tables import rows_table
-from ray_jobs.config import ModelSpec, StudyConfig, load_config, model_revisions
+from ray_jobs.config import ConfigError, ModelSpec, StudyConfig, load_config, model_revisions
+
+if TYPE_CHECKING:
+    from ray_jobs.context import StudyContext
 
 
 def job_arguments(description: str) -> argparse.ArgumentParser:
@@ -25,6 +31,18 @@ def job_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="study config (YAML)")
     parser.add_argument("--output-root", help="results root (path or pyarrow URI); overrides the config")
     parser.add_argument("--ud-dir", help="UD treebank folder; overrides the config")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every stored result through to check its checksums (else only its footer and row count); "
+        "a damaged one is recomputed",
+    )
+    parser.add_argument("--wait", action="store_true", help="when another run holds the study, wait for it to end")
+    parser.add_argument(
+        "--wait-for-nodes",
+        action="store_true",
+        help="start even when no node can hold a task of the config (an autoscaler adds nodes on demand)",
+    )
     return parser
 
 
@@ -34,11 +52,38 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 def init_ray() -> None:
     """Connect to the cluster named by RAY_ADDRESS (set by ``ray job submit``; ``auto`` finds a running one),
-    else start a fresh local one (never a stale cluster left in /tmp/ray by an earlier ``ray start``)."""
+    else start a fresh local one (never a stale cluster left in /tmp/ray by an earlier ``ray start``),
+    watched by `ray_jobs.reaper` so that a killed driver leaves none of its processes running."""
+    import psutil
     import ray
 
+    from ray_jobs.reaper import watch
+
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS", "local"), log_to_driver=True, configure_logging=False)
+        address = os.environ.get("RAY_ADDRESS", "local")
+        before = {child.pid for child in psutil.Process().children()}
+        ray.init(address=address, log_to_driver=True, configure_logging=False)
+        if address == "local":  # a Ray of our own: stopped even when this driver is killed
+            watch([child.pid for child in psutil.Process().children() if child.pid not in before])
+
+
+def run_job(context: StudyContext, args: argparse.Namespace, body: Callable[[], int], uses_ray: bool = True) -> int:
+    """Run a job's ``body`` while it holds the study's lease (`ray_jobs.lease`), after starting Ray and
+    checking that some node holds every task the config asks for (exit status 2 with the fields to
+    change when not, unless ``--wait-for-nodes``)."""
+    from ray_jobs.lease import holding_study
+    from ray_jobs.resources import node_shapes, resource_problems
+
+    def started() -> int:
+        if uses_ray:
+            init_ray()
+            problems = [] if args.wait_for_nodes else resource_problems(context.config, node_shapes())
+            if problems:
+                print(ConfigError(f"{args.config} on this Ray cluster", problems), file=sys.stderr)
+                return 2
+        return body()
+
+    return holding_study(context.store, args.wait, started)
 
 
 @dataclass
@@ -66,8 +111,12 @@ class Failures:
     rows: list[dict] = field(default_factory=list)
 
     def add(self, key: str, error: BaseException | str) -> None:
+        """Record a failure; an error raised in a Ray task is named by the error it wraps (e.g. ``OSError:
+        [Errno 28] No space left on device``), its whole text going to the detail."""
         detail = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else ""
-        message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        cause = getattr(error, "cause", None)  # a RayTaskError's original exception
+        named = cause if isinstance(cause, BaseException) else error
+        message = f"{type(named).__name__}: {named}" if isinstance(named, BaseException) else str(named)
         self.rows.append(
             {
                 "stage": self.stage,
@@ -105,6 +154,20 @@ def loadable_checkpoint(store: Store, source: str, revision: str) -> tuple[str, 
         except OSError:  # another worker renamed its copy first
             shutil.rmtree(tmp)
     return str(local), revision
+
+
+def model_identity(spec: ModelSpec, source: str, revision: str) -> str:
+    """What a checkpoint's results depend on, wherever the study and the model lie: a pre-trained model's run
+    name (`ray_jobs.pretrain.run_name`, a hash of its params and its UD text), a local directory's file
+    contents, or a hub id (its revision is fingerprinted next to it). So a study copied or moved elsewhere
+    finds its results stored."""
+    from probing.extraction import resolve_model
+
+    if spec.pretrain is not None:
+        return "pretrained:" + source.rstrip("/").rsplit("/", 1)[-1]
+    if Path(source).is_dir():
+        return "local:" + directory_digest(resolve_model(source, revision)[0])
+    return "hub:" + source
 
 
 def checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:

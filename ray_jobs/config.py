@@ -4,9 +4,11 @@ Validation happens before any Ray work starts and reports every problem at once,
 YAML path. Every section validates itself (its dataclass's ``__post_init__``: known methods,
 classifiers and tasks read from their registries, k ≥ 1, dtypes, ...; `ray_jobs.typed_yaml` puts the
 section's path in front); what crosses sections is checked here on the built config: language and
-treebank folders, layers beyond a model's depth, k above its width, ranker params against the
-protocol, the XNLI folder and the target languages. Relative paths in a config are resolved against
-the directory of the config file; ``${VAR}`` is expanded. This module does not import Ray.
+treebank folders (and their ``*.conllu`` files), layers beyond a model's depth, k above its width,
+ranker params against the protocol, the XNLI folder and files and the target languages, local model
+directories and their weight files, and the output root (a file, or not writable or creatable: it
+is not created here). Relative paths in a config are resolved against the directory of the config
+file; ``${VAR}`` is expanded, and one that is not set is a problem. This module does not import Ray.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from probing.datasets import DataParams
+from probing.conllu_io import CoNLLUError
+from probing.datasets import DataParams, treebank_files
 from probing.evaluation import CLASSIFIERS, EvaluationParams
 from probing.extraction import COMPUTE_DTYPES, ExtractionParams
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
@@ -31,6 +36,8 @@ from probing.validation import all_known, at_least, one_of, reject
 from ray_jobs.typed_yaml import FLAT, build, describe, overlaps, problem_path
 from transfer.finetune import FinetuneParams
 from transfer.tasks import TASKS
+from transfer.xnli_data import XNLIError, read_parallel_devs
+from transfer.zero_shot import SOURCE_LANGUAGE
 
 #: Zero-shot transfer tasks (`transfer.tasks.TASKS`).
 TRANSFER_TASKS: tuple[str, ...] = tuple(TASKS)
@@ -182,6 +189,8 @@ class ProbingConfig:
             *all_known("methods", "method", self.methods, RANKERS),
             *at_least("k", self.k, 1),
             *one_of("greedy_depth", self.greedy_depth, GREEDY_DEPTHS),
+            *(f"seeds: every seed must be at least 0, got {seed}" for seed in self.seeds if seed < 0),
+            *at_least("max_examples", self.max_examples, 1),
             *all_known("classifiers", "classifier", self.classifiers, CLASSIFIERS),
             *(f"params.{m}: '{m}' is not one of probing.methods" for m in self.params if m not in self.methods),
         ]
@@ -317,6 +326,34 @@ def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
 # --- checks across sections ---------------------------------------------------------------------
 
 
+def _is_name(name: str) -> bool:
+    """Whether a language is a plain folder name (not ``../ud/fr`` or ``/abs/fr``)."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\")
+
+
+def is_local_path(model_id: str) -> bool:
+    """Whether a model id names a local directory (absolute, or relative to the config) rather than a hub id."""
+    return Path(model_id).is_absolute() or model_id.startswith((".", "~", "$"))
+
+
+def _local_model_problems(spec: ModelSpec) -> list[str]:
+    """A local model directory that is missing, lacks a revision, or whose weight files are cut short."""
+    from probing.checkpoint_files import weight_problems
+    from probing.extraction import resolve_model
+
+    if not Path(spec.id).is_dir():
+        return [f"models.{spec.name}: the local model directory {spec.id} does not exist"]
+    problems = []
+    for revision in model_revisions(spec):
+        try:
+            directory = resolve_model(spec.id, revision)[0]
+        except FileNotFoundError as err:
+            problems.append(f"models.{spec.name}: {err}")
+            continue
+        problems += [f"models.{spec.name}: {revision}: {problem}" for problem in weight_problems(directory)]
+    return problems
+
+
 def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None:
     """(number of layers, hidden size), read from the pre-training params or the model's config."""
     if spec.pretrain is not None:
@@ -325,6 +362,11 @@ def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None
 
     from probing.models import resolve_model
 
+    if is_local_path(spec.id):
+        local = _local_model_problems(spec)
+        if local:
+            problems += local
+            return None
     revision = model_revisions(spec)[0]
     try:
         source, rev = resolve_model(spec.id, revision)
@@ -362,10 +404,17 @@ def _data_problems(config: StudyConfig) -> list[str]:
         problems.append("languages: at least one language is required")
     elif ud_dir.is_dir():
         for lang in config.languages:
-            if not (ud_dir / lang).is_dir():
+            if not _is_name(lang):
+                problems.append(f"languages: '{lang}' is a path, not a language (a folder name in {ud_dir})")
+            elif not (ud_dir / lang).is_dir():
                 problems.append(f"languages: unknown language '{lang}': no treebank folder {ud_dir / lang}")
             elif not any((ud_dir / lang).glob("*.conllu")):
                 problems.append(f"languages: language '{lang}' has no *.conllu file in {ud_dir / lang}")
+            else:
+                try:
+                    treebank_files(ud_dir, lang)
+                except CoNLLUError as err:
+                    problems.append(f"languages: {err}")
     if not config.attributes:
         problems.append("attributes: at least one attribute is required")
     problems += all_known("attributes", "attribute", config.attributes, ATTRIBUTES)
@@ -431,8 +480,17 @@ def _section_problems(config: StudyConfig, section: str, languages_field: str) -
     """A transfer-like section's XNLI folder when it asks for the xnli task, and its languages' treebank folders."""
     values = getattr(config, section)
     problems = _xnli_dir_problems(section, values.tasks, values.xnli_dir)
+    if "xnli" in values.tasks and not problems:
+        languages = getattr(values, languages_field) or config.languages
+        targets = TASKS["xnli"].targets(values.xnli_dir, languages)
+        try:  # read now, so that a malformed file stops the study before it starts, not inside a trial
+            read_parallel_devs(values.xnli_dir, SOURCE_LANGUAGE, [SOURCE_LANGUAGE, *targets])
+        except (XNLIError, FileNotFoundError) as err:
+            problems.append(f"{section}.xnli_dir: {err}")
     for language in getattr(values, languages_field):
-        if not (Path(config.ud_dir) / language).is_dir():
+        if not _is_name(language):
+            problems.append(f"{section}.{languages_field}: '{language}' is a path, not a language")
+        elif not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"{section}.{languages_field}: unknown language '{language}': no folder in {config.ud_dir}")
     return problems
 
@@ -445,6 +503,36 @@ def _resolve(path: str, base: Path) -> str:
     if "://" in expanded or Path(expanded).is_absolute():
         return expanded
     return str((base / expanded).resolve())
+
+
+#: ``$NAME`` or ``${NAME}`` in a path.
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _unset_variables(field: str, path: object) -> list[str]:
+    """A problem for each environment variable a path names that is not set (it stays in the path as
+    written, and would become a folder named ``${VAR}``)."""
+    if not isinstance(path, str):
+        return []
+    names = {a or b for a, b in _VARIABLE.findall(path)}
+    return [f"{field}: ${{{name}}} is not set in the environment" for name in sorted(names - set(os.environ))]
+
+
+def _output_root_problems(root: str) -> list[str]:
+    """A local output root that is a file, or that cannot be written or created (nothing is created here)."""
+    if "://" in root:
+        return []
+    path = Path(root)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        return [f"output_root: {root} {where}"]
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        where = "is not writable" if existing == path else f"cannot be created in {existing}"
+        return [f"output_root: {root} {where} ({err.strerror})"]
+    return []
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -554,10 +642,18 @@ def load_config(
         values = raw.get(section)
         if isinstance(values, dict) and isinstance(values.get("xnli_dir"), str):
             raw[section] = {**values, "xnli_dir": _resolve(values["xnli_dir"], path.parent)}
-    for model in raw.get("models") or []:
-        if isinstance(model, dict) and isinstance(model.get("id"), str) and model["id"].startswith((".", "~")):
+    models = [model for model in raw.get("models") or [] if isinstance(model, dict)]
+    for model in models:
+        if isinstance(model.get("id"), str) and is_local_path(model["id"]):
             model["id"] = _resolve(model["id"], path.parent)
-    problems: list[str] = []
+    problems = [
+        *_unset_variables("output_root", raw.get("output_root")),
+        *_unset_variables("ud_dir", raw.get("ud_dir")),
+        *_unset_variables("transfer.xnli_dir", (raw.get("transfer") or {}).get("xnli_dir")),
+        *(p for i, model in enumerate(models) for p in _unset_variables(f"models[{i}].id", model.get("id"))),
+    ]
+    if isinstance(raw.get("output_root"), str) and not problems:
+        problems += _output_root_problems(raw["output_root"])
     raw = _apply_protocol(raw, problems)
     _k_given_once(raw, problems)
     _model_names_unique(raw, problems)

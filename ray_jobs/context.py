@@ -37,9 +37,10 @@ class StudyContext:
     summary: list[dict] = field(default_factory=list)
 
     @classmethod
-    def open(cls, config: StudyConfig, sources: dict[str, str] | None = None) -> StudyContext:
-        """The context of a run of ``config`` (``sources``: where to load models from, when already known)."""
-        return cls(config, Store(config.output_root), _sources=sources)
+    def open(cls, config: StudyConfig, sources: dict[str, str] | None = None, verify: bool = False) -> StudyContext:
+        """The context of a run of ``config`` (``sources``: where to load models from, when already known;
+        ``verify``: check every stored file's page checksums before taking it as done, `Store`)."""
+        return cls(config, Store(config.output_root, verify=verify), _sources=sources)
 
     @property
     def sources(self) -> dict[str, str]:

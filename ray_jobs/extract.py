@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from analysis.store import Store, fingerprint
 from analysis.tables import activation_schema, rows_table
-from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, model_identity
 from ray_jobs.config import ModelSpec, StudyConfig
 from ray_jobs.context import StudyContext, key_label
 from ray_jobs.prepare import DataFingerprints
@@ -35,12 +35,13 @@ from ray_jobs.stages import stage_main
 CHUNK_SENTENCES = 256
 
 
-def activation_fingerprint(config: StudyConfig, source: str, revision: str, layer: int, sentences_fp: str) -> str:
-    """What one activation partition depends on (the sentences' fingerprint carries DATASET_VERSION)."""
+def activation_fingerprint(config: StudyConfig, model: str, revision: str, layer: int, sentences_fp: str) -> str:
+    """What one activation partition depends on: the model (`ray_jobs.common.model_identity`), the revision,
+    the layer, the extraction params and the sentences (their fingerprint carries DATASET_VERSION)."""
     from probing.extraction import EXTRACTION_VERSION
 
     return fingerprint(
-        "activations", EXTRACTION_VERSION, source, revision, layer, config.extraction.params, sentences_fp
+        "activations", EXTRACTION_VERSION, model, revision, layer, config.extraction.params, sentences_fp
     )
 
 
@@ -153,20 +154,34 @@ class CheckpointWorker:
 def _pending_units(
     config: StudyConfig, store: Store, sources: dict[str, str], data_fps: dict[str, DataFingerprints]
 ) -> list:
-    """(model, revision, language, {layer: path}, {layer: fingerprint}) for every unfinished unit."""
+    """(model, revision, language, {layer: path}, {layer: fingerprint}) for every unfinished unit of the
+    models that have a source (a model that failed to pre-train has none) and the prepared languages.
+
+    A unit is unfinished when a layer's partition is not stored, or its statistics are not (then every
+    layer is redone, since the statistics count what the extraction of all of them saw)."""
     units = []
     for spec, revision in checkpoints(config):
-        for language in config.languages:
-            if language not in data_fps:
-                continue
+        if spec.name not in sources:
+            continue
+        for language in (lang for lang in config.languages if lang in data_fps):
             paths, fps = {}, {}
             for layer in config.layers:
-                path = store.path("activations", model=spec.name, checkpoint=revision, layer=layer, language=language)
-                fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language].sentences)
-                if not store.done(path, fp):
-                    paths[layer], fps[layer] = path, fp
-            if paths:
-                units.append((spec, revision, language, paths, fps))
+                paths[layer] = store.path(
+                    "activations", model=spec.name, checkpoint=revision, layer=layer, language=language
+                )
+                fps[layer] = activation_fingerprint(
+                    config,
+                    model_identity(spec, sources[spec.name], revision),
+                    revision,
+                    layer,
+                    data_fps[language].sentences,
+                )
+            stats = store.path("extraction_stats", model=spec.name, checkpoint=revision, language=language)
+            pending = [layer for layer in config.layers if not store.done(paths[layer], fps[layer])]
+            if not store.done(stats, fingerprint(fps)):
+                pending = list(config.layers)
+            if pending:
+                units.append((spec, revision, language, {n: paths[n] for n in pending}, fps))
     return units
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
 from probing.datasets import DATASET_VERSION, build_language, ud_signature
-from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map
+from ray_jobs.common import StageResult, config_from_args, job_arguments, ray_map, run_job
 from ray_jobs.config import StudyConfig
 from ray_jobs.context import StudyContext, key_label
 from ray_jobs.stages import stage_main
@@ -46,11 +46,24 @@ def data_fingerprints(config: StudyConfig, language: str) -> DataFingerprints:
     return DataFingerprints(sentences, words, fingerprint("data", sorted(words.items())))
 
 
+def language_done(store: Store, language: str, fps: DataFingerprints) -> bool:
+    """Whether a language's tables are stored, intact, with these fingerprints: its dataset statistics
+    (written last), its sentences, and the words of every attribute that has any (an attribute the
+    language does not annotate has no words file)."""
+    words = ((store.path("words", language=language, attribute=a), fp) for a, fp in fps.words.items())
+    checks = [  # every file is looked at (no short cut), so that each damaged one is found and counted
+        store.done(store.path("dataset_stats", language=language), fps.stats),
+        store.done(store.path("sentences", language=language), fps.sentences),
+        *(not store.is_file(path) or store.done(path, fp) for path, fp in words),
+    ]
+    return all(checks)
+
+
 def prepare_language(config: StudyConfig, store: Store, language: str) -> tuple[DataFingerprints, bool]:
     """Build and store one language's tables unless already stored; return their fingerprints and if built now."""
     fps = data_fingerprints(config, language)
     stats_path = store.path("dataset_stats", language=language)
-    if store.done(stats_path, fps.stats):
+    if language_done(store, language, fps):
         return fps, False
     data = build_language(config.ud_dir, language, config.attributes, config.data)
     store.write(data.sentences, store.path("sentences", language=language), fps.sentences)
@@ -66,19 +79,21 @@ def stored_data_fingerprints(context: StudyContext) -> dict[str, DataFingerprint
     store, found = context.store, {}
     for language in context.config.languages:
         fps = data_fingerprints(context.config, language)
-        if store.done(store.path("dataset_stats", language=language), fps.stats):
+        if language_done(store, language, fps):
             found[language] = fps
     return found
 
 
 def run(context: StudyContext, runner: Callable = ray_map) -> StageResult:
     """Prepare every language (``runner`` maps the per-language function: one Ray task each by default);
-    set ``context.data_fps`` to the languages that are ready."""
+    set ``context.data_fps`` to the languages that are ready. The languages already stored are found here,
+    so that what is damaged is found (and counted) by this process."""
     config, failures = context.config, context.failures_of("prepare")
-    fingerprints: dict[str, DataFingerprints] = {}
-    result = StageResult()
-    outcomes = runner(prepare_language, config, [(context.store, lang) for lang in config.languages])
-    for language, outcome in zip(config.languages, outcomes, strict=True):
+    fingerprints = stored_data_fingerprints(context)
+    result = StageResult(reused=len(fingerprints))
+    languages = [lang for lang in config.languages if lang not in fingerprints]
+    outcomes = runner(prepare_language, config, [(context.store, lang) for lang in languages])
+    for language, outcome in zip(languages, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             failures.add(key_label(language=language), outcome)
         else:
@@ -133,12 +148,16 @@ main = stage_main("prepare")
 def stats_main(argv: list[str] | None = None) -> int:
     """``xling stats``: prepare the study's languages in this process and print their statistics."""
     args = job_arguments("Build the word datasets of a study and print their statistics.").parse_args(argv)
-    context = StudyContext.open(config_from_args(args))
-    run(context, runner=serial_map)
-    context.failures_of("prepare").write(context.store)
-    if context.data_fps:
-        print(format_stats(stats_table(context)))
-    return 1 if context.failure_rows() else 0
+    context = StudyContext.open(config_from_args(args), verify=args.verify)
+
+    def prepare_and_print() -> int:
+        run(context, runner=serial_map)
+        context.failures_of("prepare").write(context.store)
+        if context.data_fps:
+            print(format_stats(stats_table(context)))
+        return 1 if context.failure_rows() else 0
+
+    return run_job(context, args, prepare_and_print, uses_ray=False)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from probing.datasets import ud_signature
 from ray_jobs.common import StageResult
 from ray_jobs.config import ModelSpec, StudyConfig
 from ray_jobs.context import StudyContext, key_label
+from ray_jobs.resources import node_shapes, pretrain_request
 from ray_jobs.stages import stage_main
 
 
@@ -87,7 +88,8 @@ def stored_sources(context: StudyContext) -> dict[str, str]:
 
 
 def run(context: StudyContext) -> StageResult:
-    """Pre-train the models that ask for it and are not stored yet, one Ray task each; set ``context.sources``."""
+    """Pre-train the models that ask for it and are not stored yet, one Ray task each (sized to fit the largest
+    node, `ray_jobs.resources.pretrain_request`); set ``context.sources`` (a model that failed is absent)."""
     import ray
 
     config, store, failures = context.config, context.store, context.failures_of("pretrain")
@@ -101,8 +103,7 @@ def run(context: StudyContext) -> StageResult:
                 print(f"[pretrain] {spec.name}: already trained in {location}")
                 result.reused += 1
             else:
-                gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-                cpus = 1 if gpus else max(1, int(min(ray.available_resources().get("CPU", 1), 16)))
+                cpus, gpus = pretrain_request(node_shapes())
                 task = ray.remote(num_cpus=cpus, num_gpus=gpus)(pretrain_model)
                 began = time.perf_counter()
                 location = ray.get(task.remote(config, store, spec, name, cpus))

@@ -23,7 +23,7 @@ import numpy as np
 from analysis.store import Store
 from analysis.tables import rows_table
 from probing.datasets import TRIAL_SEED_VERSION, trial_seed
-from ray_jobs.common import StageResult, checkpoints
+from ray_jobs.common import StageResult, checkpoints, model_identity
 from ray_jobs.config import Resources, StudyConfig, greedy_steps, resolve_k
 from ray_jobs.context import StudyContext
 from ray_jobs.extract import activation_fingerprint, actor_device
@@ -45,7 +45,8 @@ def probe_trials(
     for (spec, revision), layer, language in product(checkpoints(config), config.layers, languages):
         if spec.name not in sources:
             continue
-        act_fp = activation_fingerprint(config, sources[spec.name], revision, layer, data_fps[language].sentences)
+        model = model_identity(spec, sources[spec.name], revision)
+        act_fp = activation_fingerprint(config, model, revision, layer, data_fps[language].sentences)
         for attribute, method, seed in product(config.attributes, p.methods, p.seeds):
             trials.append(
                 ProbeTrial(
@@ -89,8 +90,7 @@ class Partition:
         attribute, language = trial.attribute, trial.language
         if attribute not in self.words:
             path = self.store.path("words", language=language, attribute=attribute)
-            stored = self.store.stored_fingerprint(path) is not None
-            self.words[attribute] = self.store.read("words", path=path) if stored else None
+            self.words[attribute] = self.store.read("words", path=path) if self.store.is_file(path) else None
         if self.words[attribute] is None:
             raise CannotProbe(f"attribute {attribute} is not annotated in language {language}")
         return build_probe_data(
@@ -149,7 +149,7 @@ def run_unit(trial: ProbeTrial, partition: Partition, device: str = "cpu") -> di
     compute = time.perf_counter() - began
     store.write(rows_table("probe_metrics", metrics), paths.metrics, fp)
     store.write(rows_table("rankings", ranking_rows), paths.rankings, fp)
-    if store.fs.get_file_info(paths.failure).type.name == "File":
+    if store.is_file(paths.failure):
         store.fs.delete_file(paths.failure)  # a stale cannot-run marker of an earlier config
     best = max((m["accuracy"] for m in metrics if m["direction"] == "ttb" and m["k"] <= k), default=np.nan)
     return {"status": "ok", "compute_seconds": compute, "accuracy_at_k": best}
@@ -158,22 +158,37 @@ def run_unit(trial: ProbeTrial, partition: Partition, device: str = "cpu") -> di
 def run_partition(store: Store, trials: list[ProbeTrial], threads: int = 1, num_gpus: float = 0.0) -> list[dict]:
     """Every unit of one activation partition, reading the partition once; one unit's error does not stop the rest.
 
-    Each unit writes its own result files as it finishes, so a trial killed midway loses only the unit in progress.
+    Each unit writes its own result files as it finishes, so a trial killed midway loses only the unit in progress,
+    and its retry (Tune retries a trial whose node died) skips the units already stored.
     The units compute on the trial's GPU when ``probing.resources.num_gpus`` gives it one (`actor_device`).
     """
     import torch
 
     torch.set_num_threads(max(1, threads))
-    device = actor_device(num_gpus, torch.cuda.is_available(), "probing")
-    partition = Partition(store, trials[0])
+    try:
+        device = actor_device(num_gpus, torch.cuda.is_available(), "probing")
+        partition = Partition(store, trials[0])
+    except Exception as err:  # every unit fails with it; the trial itself does not, so Tune retries only lost ones
+        return [_error(err)] * len(trials)
     results = []
     for trial in trials:
+        if trial.is_done(store):  # stored by an attempt of this trial that lost its node
+            results.append({"status": "stored", "compute_seconds": 0.0})
+            continue
         try:
             results.append(run_unit(trial, partition, device))
         except Exception as err:  # recorded by the driver as this unit's failure; the other units still run
-            detail = "".join(traceback.format_exception(err))
-            results.append({"status": "error", "error": f"{type(err).__name__}: {err}", "detail": detail})
+            results.append(_error(err))
     return results
+
+
+def _error(err: Exception) -> dict:
+    """A unit's outcome when it raised: the error and its traceback."""
+    return {
+        "status": "error",
+        "error": f"{type(err).__name__}: {err}",
+        "detail": "".join(traceback.format_exception(err)),
+    }
 
 
 def sweep_spec(store: Store, label: str, units: list[ProbeTrial], resources: Resources) -> dict:

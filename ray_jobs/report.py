@@ -31,8 +31,8 @@ def study_k(config: StudyConfig, con: duckdb.DuckDBPyConnection, views: set[str]
     return int(con.execute("SELECT k FROM overlap_summary GROUP BY k ORDER BY count(*) DESC, k LIMIT 1").fetchone()[0])
 
 
-def write_report(config: StudyConfig, store: Store, stages: list[dict]) -> str:
-    """Recreate the DuckDB views and write the HTML report; return the report's path."""
+def write_database(store: Store) -> None:
+    """Recreate results.duckdb (its views name the root's files by path, so a moved study needs new ones)."""
     try:
         create_database(store)
     except duckdb.Error as err:
@@ -42,6 +42,11 @@ def write_report(config: StudyConfig, store: Store, stages: list[dict]) -> str:
             f"[report] results.duckdb not written: DuckDB could not read {store.uri(store.base)} "
             f"({str(err).splitlines()[0]}); it needs its httpfs extension and credentials for the store"
         )
+
+
+def write_report(config: StudyConfig, store: Store, stages: list[dict]) -> str:
+    """Recreate the DuckDB views and write the HTML report; return the report's path."""
+    write_database(store)
     con = open_results(store)
     study = {
         "name": config.name,
@@ -57,10 +62,12 @@ def write_report(config: StudyConfig, store: Store, stages: list[dict]) -> str:
 
 
 def run(context: StudyContext) -> StageResult:
-    """Write the report, unless every stage before it in this run did nothing and it exists already."""
+    """Write the report, unless every stage before it in this run did nothing and it exists already (then
+    only the database of views is recreated, which takes milliseconds)."""
     earlier = context.summary
     nothing_done = bool(earlier) and all(row["run"] == 0 and row["failed"] == 0 for row in earlier)
     if nothing_done and report_path(context.store).is_file():
+        write_database(context.store)
         return StageResult(0, 1)
     print(f"[report] {write_report(context.config, context.store, list(earlier))}")
     return StageResult(1, 0)

@@ -1,4 +1,9 @@
-"""``xling sql "SELECT ..." --root R`` (or ``--config C``): query a study's results and print a table."""
+"""``xling sql "SELECT ..." --root R`` (or ``--config C``): query a study's results and print a table.
+
+The query runs in `analysis.database.open_locked`: it reads the study's tables, and cannot write a
+file, read one outside them, attach a database or install an extension. A root that holds no result
+table is refused (and never created).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sys
 
 import duckdb
 
-from analysis.database import create_database, format_table, query
+from analysis.database import format_table, open_locked, query, study_tables
 from analysis.store import Store
 
 
@@ -25,9 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         root = load_config(args.config, check_models=False).output_root
     else:
         root = args.root
-    database = create_database(Store(root))
+    store = Store(root, create=False)
+    if not study_tables(store):
+        print(f"sql: {root} is not a study: it holds no result table", file=sys.stderr)
+        return 2
     try:
-        columns, rows = query(database, args.sql)
+        columns, rows = query(open_locked(store), args.sql)
     except duckdb.Error as err:
         print(f"sql: {err}", file=sys.stderr)
         return 2

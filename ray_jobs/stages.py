@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ray_jobs.common import StageResult, config_from_args, init_ray, job_arguments
+from ray_jobs.common import StageResult, config_from_args, job_arguments, run_job
 from ray_jobs.context import StudyContext
 
 
@@ -69,8 +69,10 @@ def efficiency(busy_seconds: float, wall_seconds: float) -> str:
 
 def run_stage(stage: Stage, context: StudyContext) -> dict:
     """Run one stage; record its failures (a stage that raises is one failure, and the study goes on);
-    write them to the store; append and return its summary row."""
+    write them to the store; append and return its summary row. ``repaired`` counts the stored files the
+    stage found damaged (and so recomputed, or recorded as failed)."""
     failures = context.failures_of(stage.name)
+    damaged_before = len(context.store.damaged)
     began = time.perf_counter()
     try:
         result = stage.run(context)
@@ -85,6 +87,7 @@ def run_stage(stage: Stage, context: StudyContext) -> dict:
         "already stored": result.reused,
         "no data": result.no_data,
         "failed": len(failures.rows),
+        "repaired": len(context.store.damaged) - damaged_before,
         "seconds": round(seconds, 1),
         "efficiency": efficiency(result.busy_seconds, seconds),
     }
@@ -98,14 +101,17 @@ def stage_main(name: str) -> Callable[[list[str] | None], int]:
 
     def main(argv: list[str] | None = None) -> int:
         stage = stage_named(name)
-        config = config_from_args(job_arguments(f"{stage.help} (the '{name}' stage alone)").parse_args(argv))
-        context = StudyContext.open(config)
+        args = job_arguments(f"{stage.help} (the '{name}' stage alone)").parse_args(argv)
+        config = config_from_args(args)
+        context = StudyContext.open(config, verify=args.verify)
         if not stage.applies(context):
             print(f"[{name}] this study does not ask for the {name} stage; nothing to do")
             return 0
-        if stage.uses_ray:
-            init_ray()
-        run_stage(stage, context)
-        return 1 if context.failure_rows() else 0
+
+        def run_alone() -> int:
+            run_stage(stage, context)
+            return 1 if context.failure_rows() else 0
+
+        return run_job(context, args, run_alone, stage.uses_ray)
 
     return main

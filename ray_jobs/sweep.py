@@ -11,6 +11,9 @@ from tqdm import tqdm
 
 from analysis.store import Store
 
+#: Retries of a Tune trial whose worker was lost.
+TRIAL_RETRIES = 3
+
 
 class TrialProgress(tune.Callback):
     """Advances a bar as trials end; the bar is left out when Tune pickles its experiment state."""
@@ -36,7 +39,11 @@ class TrialProgress(tune.Callback):
 def run_sweep(
     stage: str, trainable: Callable, resources: dict, specs: list[dict], store: Store, reuse_actors: bool = False
 ) -> tune.ResultGrid:
-    """Run one trial per spec (it gets ``config["spec"]``); Tune's own files go under the store's local ``_tune``."""
+    """Run one trial per spec (it gets ``config["spec"]``); Tune's own files go under the store's local ``_tune``.
+
+    A trial whose worker is lost (its node died) is retried up to `TRIAL_RETRIES` times; the trainables
+    report their own errors as results, so that an error of the work itself is not retried.
+    """
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"spec": tune.grid_search(specs)},
@@ -46,6 +53,7 @@ def run_sweep(
             name=f"{stage}-{int(time.time())}",
             verbose=0,
             callbacks=[TrialProgress(len(specs), stage)],
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
         ),
     )
     return tuner.fit()

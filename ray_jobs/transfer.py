@@ -10,12 +10,14 @@ others go on.
 from __future__ import annotations
 
 import time
+import traceback
 
 from analysis.store import Store
 from analysis.tables import rows_table, schema_of
-from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, model_identity
 from ray_jobs.config import StudyConfig
 from ray_jobs.context import StudyContext
+from ray_jobs.resources import node_shapes, transfer_gpus
 from ray_jobs.stages import stage_main
 from ray_jobs.trials import TransferTrial
 from transfer.tasks import TASKS
@@ -62,6 +64,7 @@ def transfer_trials(config: StudyConfig, sources: dict[str, str]) -> list[Transf
                     params=task_params(config, task),
                     data=tuple(TASKS[task].data_fingerprint(data_dir, targets)),
                     data_dir=data_dir,
+                    model_identity=model_identity(spec, sources[spec.name], revision),
                 )
             )
     return trials
@@ -86,16 +89,24 @@ def run_transfer_trial(store: Store, trial: TransferTrial, threads: int) -> dict
 
 
 def _trainable(config: dict) -> None:
+    """A Tune trial; its own error is its result, so that Tune retries only trials whose worker was lost."""
     from ray import tune
 
     spec = config["spec"]
-    tune.report(run_transfer_trial(spec["store"], spec["trial"], spec["threads"]))
+    try:
+        tune.report(run_transfer_trial(spec["store"], spec["trial"], spec["threads"]))
+    except Exception as err:
+        tune.report(
+            {
+                "status": "error",
+                "error": f"{type(err).__name__}: {err}",
+                "detail": "".join(traceback.format_exception(err)),
+            }
+        )
 
 
 def run(context: StudyContext) -> StageResult:
     """Run every unfinished (checkpoint, task) trial as a Ray Tune sweep."""
-    import ray
-
     from ray_jobs.sweep import run_sweep
 
     config, store, failures = context.config, context.store, context.failures_of("transfer")
@@ -104,15 +115,15 @@ def run(context: StudyContext) -> StageResult:
     print(f"[transfer] {len(trials)} trials, {len(trials) - len(pending)} already stored, {len(pending)} to run")
     if not pending:
         return StageResult(0, len(trials))
-    gpus = 1 if config.transfer.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = transfer_gpus(config, node_shapes())
     threads = int(config.transfer.num_cpus)
     specs = [{"label": t.label, "store": store, "trial": t, "threads": threads} for t in pending]
     results = run_sweep("transfer", _trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}, specs, store)
     done, busy = 0, 0.0
     for result in results:
         trial = result.config["spec"]["trial"]
-        if result.error is not None:
-            failures.add(trial.label, result.error)
+        if result.error is not None or result.metrics["status"] == "error":
+            failures.add(trial.label, result.error or f"{result.metrics['error']}\n{result.metrics['detail']}")
         else:
             done += 1
             busy += result.metrics["seconds"] * config.transfer.num_cpus

@@ -99,26 +99,31 @@ class ProbeTrial:
         )
 
     def is_done(self, store: Store) -> bool:
-        """True when its rankings, or its cannot-run marker, are stored with its fingerprint."""
+        """True when its rankings and metrics, or its cannot-run marker, are stored intact with its fingerprint."""
         paths, fp = self.paths(store), self.fingerprint
-        return store.done(paths.rankings, fp) or store.done(paths.failure, fp)
+        rankings, metrics, marker = (store.done(path, fp) for path in paths)  # each looked at: damage is found
+        return (rankings and metrics) or marker
 
 
 @dataclass(frozen=True)
 class TransferTrial:
     """Fine-tune one checkpoint on one English task and score it zero-shot on the target languages.
 
-    ``data`` is the signature of the task's data files (their contents), ``data_dir`` where they are.
+    ``source`` is where the model loads from and ``model_identity`` what it is
+    (`ray_jobs.common.model_identity`); ``data`` is the signature of the task's data files (their
+    contents), ``data_dir`` where they are. Only what they are is fingerprinted, so a moved study or
+    data folder reuses its results.
     """
 
     model: str
     checkpoint: str
     task: str
-    source: str
+    source: str = field(metadata=LOCATION)
     targets: tuple[str, ...]
     params: object
     data: tuple
     data_dir: str = field(default="", metadata=LOCATION)
+    model_identity: str = ""
 
     @cached_property
     def fingerprint(self) -> str:

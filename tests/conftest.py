@@ -1,8 +1,14 @@
-"""Shared fixtures: the real UD data, a real local Ray cluster, tiny real transformers models."""
+"""Shared fixtures: the real UD data, a real local Ray cluster, tiny real transformers models, and the tiny
+study as the fault campaign runs it (`tiny_study`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,6 +57,19 @@ def ray_cluster(tmp_path_factory):
     )
     yield ray
     ray.shutdown()
+
+
+def tiny_config(tmp_path: Path, ud_dir: Path, extra_models: list[dict] = (), **changes: object) -> Path:
+    """configs/tiny.yaml written to ``tmp_path`` with its output root at ``tmp_path/study``, the given UD
+    folder, extra models and top-level changes."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    config.update(ud_dir=str(ud_dir), output_root=str(tmp_path / "study"), **changes)
+    config["models"] = config["models"] + list(extra_models)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def ud_texts(ud_dir: Path, languages: list[str], per_language: int) -> list[str]:
@@ -132,3 +151,67 @@ def tiny_bloom_dir(tmp_path_factory, ud_dir) -> Path:
 def tiny_bert_dir(tmp_path_factory, ud_dir) -> Path:
     texts = ud_texts(ud_dir, ["en", "fr"], 300)
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
+
+
+@dataclass
+class StudyRuns:
+    """The tiny study's runs: ``killed`` (SIGKILLed mid-probe), ``refused`` (started while it ran) and
+    ``resumed`` (started with --wait while it ran); ``leftover``: the killed run's processes still running."""
+
+    tmp_path: Path
+    config: Path
+    root: Path
+    killed_pid: int
+    refused: subprocess.CompletedProcess
+    resumed: int
+    resumed_log: str
+    leftover: list
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, ud_dir, tiny_bloom_dir) -> StudyRuns:
+    """The tiny study plus a model whose one checkpoint does not load (its config says a width its whole
+    weights do not have, which only loading finds), run as three real pipelines on one root: the first is
+    killed (SIGKILL) mid-probe; one started while it runs is refused; one started with --wait waits, takes
+    the dead run's lease over, and finishes (exit status 1: the broken model)."""
+    import json
+    import shutil
+    import signal
+
+    import psutil
+
+    from bench.fault_injection import wait_for
+    from ray_jobs.lease import LEASE_NAME
+    from ray_jobs.reaper import alive
+
+    tmp_path = tmp_path_factory.mktemp("tiny-study")
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_bloom_dir / "step-a", broken / "step-x")
+    config = json.loads((broken / "step-x" / "config.json").read_text())
+    (broken / "step-x" / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
+    path = tiny_config(tmp_path, ud_dir, [{"name": "broken", "id": str(broken), "revisions": ["step-x"]}])
+    root = tmp_path / "study"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "ray_jobs.pipeline", "--config", str(path)]
+
+    def start(name: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"{name}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen([*command, *extra], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return process, log
+
+    killed, killed_log = start("killed")
+    wait_for(lambda: (root / LEASE_NAME).exists(), 120, "the first run's lease")
+    refused = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    resumed, resumed_log = start("resumed", "--wait")
+    wait_for(lambda: "[lease] waiting" in resumed_log.read_text(), 60, "the waiting run")
+    wait_for(lambda: "[probe]" in killed_log.read_text(), 900, "the first run to start probing")
+    time.sleep(3)  # its trials run
+    processes = psutil.Process(killed.pid).children(recursive=True)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    status = resumed.wait(timeout=900)
+    with contextlib.suppress(TimeoutError):  # the reaper stops them within seconds; the tests say if not
+        wait_for(lambda: not any(map(alive, processes)), 30, "the killed run's processes to go")
+    leftover = [process for process in processes if alive(process)]
+    return StudyRuns(tmp_path, path, root, killed.pid, refused, status, resumed_log.read_text(), leftover)

@@ -1,7 +1,9 @@
 """Study config: typed loading, path resolution, and every problem reported at once."""
 
 import dataclasses
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -265,3 +267,89 @@ def test_the_flat_extraction_section_fills_the_params_hashed_into_activations(na
         "compute_dtype": "float32",
     }
     assert config.extraction.workers == section.get("workers", 1)
+
+
+# --- rejected before any Ray work (issue 14) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"output_root": "${XLING_NOT_SET_ANYWHERE}/study"}, "output_root: ${XLING_NOT_SET_ANYWHERE} is not set"),
+        ({"ud_dir": "$XLING_NOT_SET_ANYWHERE/ud"}, "ud_dir: ${XLING_NOT_SET_ANYWHERE} is not set"),
+        ({"languages": ["en", "../ud/fr"]}, "languages: '../ud/fr' is a path, not a language"),
+        ({"data": {"seed": -1}}, "data.seed: must be at least 0, got -1"),
+        ({"data": {"max_sentences_per_language": 0}}, "data.max_sentences_per_language: must be at least 1"),
+        ({"probing": {"seeds": [0, -3]}}, "probing.seeds: every seed must be at least 0, got -3"),
+        ({"probing": {"max_examples": -5}}, "probing.max_examples: must be at least 1, got -5"),
+        ({"extraction": {"max_length": 0}}, "extraction.max_length: must be at least 2, got 0"),
+        ({"transfer": {"pos": {"lr": -1.0, "lora_dropout": 1.5}}}, "transfer.pos: lr: must be at least 0"),
+        ({"transfer": {"pos": {"max_train_examples": 0}}}, "transfer.pos: max_train_examples: must be at least 1"),
+        (
+            {"models": [{"name": "m", "pretrain": {"n_layer": 0, "hidden_size": -64, "seq_len": 1, "lr": 0}}]},
+            "models[0].pretrain.n_layer: must be at least 1, got 0",
+        ),
+    ],
+)
+def test_absurd_values_and_unresolvable_paths_are_rejected_naming_the_field(tmp_path, overrides, expected):
+    problems = config_problems(write_config(tmp_path, **overrides))
+    assert any(p.startswith(expected) for p in problems), problems
+    assert not (tmp_path / "${XLING_NOT_SET_ANYWHERE}").exists()
+
+
+def test_an_output_root_that_is_a_file_or_cannot_be_created_is_rejected(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    assert config_problems(write_config(tmp_path, output_root="a-file")) == [
+        f"output_root: {tmp_path / 'a-file'} is a file"
+    ]
+    assert config_problems(write_config(tmp_path, output_root="a-file/study")) == [
+        f"output_root: {tmp_path / 'a-file' / 'study'} cannot be created: {tmp_path / 'a-file'} is a file"
+    ]
+    load_config(write_config(tmp_path, output_root="not/yet/there"))
+    assert not (tmp_path / "not").exists()  # checked, not created
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder; no read-only mount here")
+def test_a_read_only_output_root_is_rejected(tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o555)
+    assert config_problems(write_config(tmp_path, output_root="locked"))[0].startswith("output_root:")
+
+
+def test_a_missing_or_truncated_local_model_is_named_before_anything_runs(tmp_path, tiny_bloom_dir):
+    missing = config_problems(write_config(tmp_path, models=[{"name": "m", "id": str(tmp_path / "no-model")}]))
+    assert missing == [f"models.m: the local model directory {tmp_path / 'no-model'} does not exist"]
+    model = shutil.copytree(tiny_bloom_dir, tmp_path / "model")
+    weights = model / "step-b" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    models = [{"name": "m", "id": str(model), "revisions": ["step-a", "step-b", "step-c"]}]
+    problems = config_problems(write_config(tmp_path, models=models))
+    size = weights.stat().st_size
+    assert problems[0] == f"models.m: step-b: model.safetensors: truncated ({size} bytes; its header says {size + 100})"
+    assert problems[1].startswith("models.m: checkpoint 'step-c' of local model")
+
+
+def test_malformed_xnli_files_stop_the_config_not_a_transfer_trial(tmp_path):
+    xnli = tmp_path / "xnli"
+    xnli.mkdir()
+    (xnli / "dev-en.tsv").write_text("\ufeffa\tb\tneutral\nc\td\tentailment\n", encoding="utf-8")  # a BOM: accepted
+    (xnli / "dev-fr.tsv").write_text("a\tb\tneutral\nc\td\n", encoding="utf-8")
+    transfer = {"tasks": ["xnli"], "xnli_dir": str(xnli)}
+    assert config_problems(write_config(tmp_path, transfer=transfer)) == [
+        f"transfer.xnli_dir: {xnli / 'dev-fr.tsv'}:2: expected 3 tab-separated columns (premise, hypothesis, label); "
+        "test-<lang>.tsv has no labels, and official XNLI-1.0 files with a header are read by read_xnli_official, "
+        "found 2 columns"
+    ]
+    (xnli / "dev-fr.tsv").write_text("a\tb\tneutral\nc\td\tentailment\n", encoding="utf-8")
+    assert load_config(write_config(tmp_path, transfer=transfer)).transfer.tasks == ("xnli",)
+
+
+def test_a_broken_treebank_file_is_named_at_config_time(tmp_path, ud_dir):
+    ud = tmp_path / "ud"
+    shutil.copytree(ud_dir / "en", ud / "en")
+    shutil.copytree(ud_dir / "fr", ud / "fr")
+    (ud / "fr" / "extra.conllu").symlink_to(tmp_path / "gone.conllu")
+    problems = config_problems(write_config(tmp_path, ud_dir=str(ud)))
+    assert problems == [
+        f"languages: {ud / 'fr' / 'extra.conllu'}: file: expected a CoNLL-U file, found a broken "
+        f"symbolic link to {tmp_path / 'gone.conllu'}"
+    ]

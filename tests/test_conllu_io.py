@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from probing.conllu_io import CoNLLUError, read_conllu
+from probing.datasets import treebank_files
 
 GOOD = (
     "# sent_id = s1\n# text = The cats\n1\tThe\tthe\tDET\t_\tDefinite=Def\t2\tdet\t_\t_\n"
@@ -154,6 +155,17 @@ def test_good_file_keeps_ids_text_and_lemmas(tmp_path):
         (GOOD + "1\tA\ta\tDET\t_\tNumber=Sing|Case\t0\troot\t_\t_\n\n", 6, "FEATS", "Name=Value"),
         (GOOD + "one\tA\ta\tDET\t_\t_\t0\troot\t_\t_\n\n", 6, "ID", "integer word id"),
         (GOOD + "1.x\tA\ta\tDET\t_\t_\t0\troot\t_\t_\n\n", 6, "ID", "integer word id"),
+        (GOOD + "1\tA\ta\tDET\t_\t_\troot\troot\t_\t_\n\n", 6, "HEAD", "integer id of the head word"),
+        (GOOD + "1\tA\ta\tDET\t_\t_\t-1\troot\t_\t_\n\n", 6, "HEAD", "integer id of the head word"),
+        (GOOD + "1\tA\ta\tDET\t_\t_\t0\troot\tnsubj\t_\n\n", 6, "DEPS", "head:relation pairs"),
+        (GOOD + "1\tA\ta\tDET\t_\t_\t0\troot\t0:root|\t_\n\n", 6, "DEPS", "head:relation pairs"),
+        (GOOD + "1\tA\ta\tDET\t_\tNumber=Sing|Number=Plur\t0\troot\t_\t_\n\n", 6, "FEATS", "Number twice"),
+        (GOOD + "1\tA\ta\tDETX\t_\t_\t0\troot\t_\t_\n\n", 6, "UPOS", "one of the 17 UD tags"),
+        (GOOD + "1\tA\ta\t_\t_\t_\t0\troot\t_\t_\n\n", 6, "UPOS", "one of the 17 UD tags"),
+        (GOOD + "1\tA\x00\ta\tDET\t_\t_\t0\troot\t_\t_\n\n", 6, "encoding", "without NUL bytes"),
+        # duplicate and skipped ids
+        (GOOD + "1\tA\ta\tDET\t_\t_\t0\troot\t_\t_\n1\tB\tb\tNOUN\t_\t_\t1\tdep\t_\t_\n\n", 7, "ID", "word id 2"),
+        (GOOD + "1\tA\ta\tDET\t_\t_\t0\troot\t_\t_\n3\tB\tb\tNOUN\t_\t_\t1\tdep\t_\t_\n\n", 7, "ID", "word id 2"),
     ],
 )
 def test_malformed_lines_name_file_line_and_field(tmp_path, text, line, field, expected_words):
@@ -177,3 +189,22 @@ def test_empty_and_missing_files(tmp_path):
         list(read_conllu(tmp_path / "absent.conllu"))
     with pytest.raises(CoNLLUError, match="at least one sentence"):
         list(read_conllu(write(tmp_path, "# only a comment\n", "c.conllu")))
+
+
+def test_a_byte_order_mark_is_accepted_and_enhanced_deps_and_empty_heads_parse(tmp_path):
+    enhanced = GOOD.replace("\t2\tdet\t_\t_", "\t2\tdet\t2:det|3.1:nmod:poss\t_").replace("\t0\troot", "\t_\troot")
+    [sentence] = read_conllu(write(tmp_path, b"\xef\xbb\xbf" + enhanced.encode()))
+    assert sentence.sentence_id == "x.conllu#s1" and sentence.text == "The cats"
+
+
+def test_a_directory_or_a_broken_link_named_conllu_is_refused_by_name(tmp_path):
+    language = tmp_path / "ud" / "xx"
+    (language / "a.conllu").mkdir(parents=True)
+    with pytest.raises(CoNLLUError, match=r"a\.conllu: file: expected a CoNLL-U file, found a directory"):
+        treebank_files(tmp_path / "ud", "xx")
+    with pytest.raises(CoNLLUError, match="found a directory"):
+        list(read_conllu(language / "a.conllu"))
+    (language / "a.conllu").rmdir()
+    (language / "a.conllu").symlink_to(tmp_path / "gone.conllu")
+    with pytest.raises(CoNLLUError, match=r"a\.conllu: file: expected a CoNLL-U file, found a broken symbolic link"):
+        treebank_files(tmp_path / "ud", "xx")

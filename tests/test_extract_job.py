@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 import signal
 import threading
 import time
@@ -17,8 +18,10 @@ import yaml
 from analysis.store import Store
 from probing.datasets import read_language
 from ray_jobs import extract, prepare
-from ray_jobs.config import load_config
+from ray_jobs.common import model_identity
+from ray_jobs.config import ModelSpec, load_config
 from ray_jobs.context import StudyContext
+from ray_jobs.prepare import DataFingerprints
 
 
 def study(tmp_path: Path, ud_dir: Path, model_dir: Path, root: str, sentences: int = 120):
@@ -203,3 +206,22 @@ def test_bfloat16_compute_is_stored_as_configured_and_close_to_float32(tmp_path,
 
     assert 0 < error(half) < 1e-3  # float16 storage alone: 11 mantissa bits
     assert error(half) < error(low) < 0.03  # bfloat16 compute: 8 mantissa bits, a few per mille
+
+
+def test_a_model_without_a_source_is_left_out_and_the_others_are_extracted(tmp_path, ud_dir, tiny_bloom_dir):
+    """A model that failed to pre-train has no source; the other models' units are still found."""
+    config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
+    untrained = dataclasses.replace(config.models[0], name="untrained")
+    config = dataclasses.replace(config, models=(*config.models, untrained))
+    data_fps = {lang: DataFingerprints(f"sentences-{lang}", {}, "stats") for lang in config.languages}
+    units = extract._pending_units(config, Store(config.output_root), {"tiny": str(tiny_bloom_dir)}, data_fps)
+    assert {(spec.name, revision, language) for spec, revision, language, _, _ in units} == {
+        ("tiny", revision, language) for revision in ("step-a", "step-b") for language in ("en", "fr")
+    }
+
+
+def test_a_local_model_is_fingerprinted_by_what_it_holds_not_where_it_is(tmp_path, tiny_bloom_dir):
+    spec = ModelSpec("tiny", id=str(tiny_bloom_dir), revisions=("step-a", "step-b"))
+    moved = shutil.copytree(tiny_bloom_dir, tmp_path / "moved")
+    assert model_identity(spec, str(tiny_bloom_dir), "step-a") == model_identity(spec, str(moved), "step-a")
+    assert model_identity(spec, str(moved), "step-a") != model_identity(spec, str(moved), "step-b")

@@ -3,42 +3,26 @@ views, plots and report, a failing part that is recorded while the rest finishes
 does no work."""
 
 import shutil
-from pathlib import Path
 
 import duckdb
 import matplotlib.image
 import pyarrow.dataset as ds
 import pytest
-import yaml
 
 from analysis.database import DATABASE_NAME
 from analysis.store import Store
 from analysis.tables import LAYOUT
 from ray_jobs import pipeline
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(tmp_path: Path, ud_dir: Path, extra_models: list[dict] = ()) -> Path:
-    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    config.update(ud_dir=str(ud_dir), output_root=str(tmp_path / "study"))
-    config["models"] = config["models"] + list(extra_models)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture(scope="module")
-def finished_study(ray_cluster, tmp_path_factory, ud_dir, tiny_bloom_dir):
-    """The tiny study plus a model whose one checkpoint is corrupt: exit status 1, the rest complete."""
-    tmp_path = tmp_path_factory.mktemp("pipeline")
-    broken = tmp_path / "broken-model"
-    shutil.copytree(tiny_bloom_dir / "step-a", broken / "step-x")
-    (broken / "step-x" / "model.safetensors").write_bytes(b"not a safetensors file")
-    path = tiny_config(tmp_path, ud_dir, [{"name": "broken", "id": str(broken), "revisions": ["step-x"]}])
-    status = pipeline.main(["--config", str(path)])
-    return tmp_path, path, status
+def finished_study(tiny_study):
+    """The tiny study plus a model whose checkpoint does not load, as the fault campaign left it (its first
+    run killed mid-probe, finished by a run that waited for it): exit status 1, the rest complete."""
+    return tiny_study.tmp_path, tiny_study.config, tiny_study.resumed
 
 
 def test_a_failing_part_is_recorded_and_the_rest_finishes(finished_study):
@@ -86,9 +70,13 @@ def test_report_and_plots_are_written_and_not_blank(finished_study):
         assert heading in html
 
 
-def test_a_rerun_of_the_finished_study_does_no_work(finished_study, capsys):
-    tmp_path, _, _ = finished_study
-    path = tiny_config(tmp_path, Path(yaml.safe_load((tmp_path / "tiny.yaml").read_text())["ud_dir"]))
+def test_a_rerun_of_the_finished_study_moved_elsewhere_does_no_work(
+    ray_cluster, finished_study, tmp_path, ud_dir, capsys
+):
+    """Fingerprints hold what the results depend on, never where the study lies: a copy at another path
+    (without the broken model) reruns nothing and keeps its report."""
+    shutil.copytree(finished_study[0] / "study", tmp_path / "study", ignore=shutil.ignore_patterns("_tune"))
+    path = tiny_config(tmp_path, ud_dir)
     report = tmp_path / "study" / "report" / "index.html"
     before = report.stat().st_mtime_ns
     capsys.readouterr()
@@ -96,3 +84,8 @@ def test_a_rerun_of_the_finished_study_does_no_work(finished_study, capsys):
     out = capsys.readouterr().out
     assert "nothing to do" in out
     assert report.stat().st_mtime_ns == before
+    with duckdb.connect(str(tmp_path / "study" / DATABASE_NAME), read_only=True) as con:
+        assert (
+            str(tmp_path / "study")
+            in con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'rankings'").fetchone()[0]
+        )

@@ -113,9 +113,13 @@ def test_a_probe_trials_fingerprint_changes_with_every_field_and_its_label_names
     assert "/rankings/model=m/checkpoint=c/layer=2/language=en/attribute=Number/method=linear/seed-0" in paths.rankings
 
 
-def test_a_transfer_trials_fingerprint_ignores_where_its_data_is():
-    trial = TransferTrial("m", "c", "pos", "/models/m", ("fr",), {"lr": 1e-3}, (("a.conllu", "h1"),), "/data/ud")
-    moved = dataclasses.replace(trial, data_dir="/elsewhere/ud")
+def test_a_transfer_trials_fingerprint_ignores_where_its_data_and_model_are():
+    trial = TransferTrial(
+        "m", "c", "pos", "/models/m", ("fr",), {"lr": 1e-3}, (("a.conllu", "h1"),), "/data/ud", "pretrained:m-1"
+    )
+    moved = dataclasses.replace(trial, data_dir="/elsewhere/ud", source="/elsewhere/models/m")
     edited = dataclasses.replace(trial, data=(("a.conllu", "h2"),))
-    assert moved.fingerprint == trial.fingerprint and edited.fingerprint != trial.fingerprint
+    retrained = dataclasses.replace(trial, model_identity="pretrained:m-2")
+    assert moved.fingerprint == trial.fingerprint
+    assert len({trial.fingerprint, edited.fingerprint, retrained.fingerprint}) == 3
     assert trial.label == "model=m/checkpoint=c/task=pos"

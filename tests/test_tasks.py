@@ -1,10 +1,11 @@
 """The transfer task registry: each task's data fingerprint sees its files change, its target rule, unknown names."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from probing.datasets import ud_signature
+from probing.datasets import file_digest, ud_signature
 from tests.conftest import UD_DIR, XNLI_DIR
 from transfer.finetune import FinetuneParams
 from transfer.tasks import TASKS
@@ -52,15 +53,23 @@ def test_every_tasks_data_fingerprint_changes_with_the_content_of_each_of_its_fi
     assert task.data_fingerprint(tmp_path, ["fr"]) == before
 
 
-def test_the_fingerprints_keep_the_values_stored_transfer_results_were_made_with(tmp_path):
-    """POS: the treebank signatures of English then each target; XNLI: the split version and sorted file sizes."""
+def test_the_fingerprints_are_of_the_files_contents_not_their_place(tmp_path):
+    """POS: the treebank signatures of English then each target (the values stored transfer results were
+    made with); XNLI: the split version and the sorted content hashes (once sizes: an edit that kept a
+    file's size kept a stale result)."""
     small_ud(tmp_path / "ud")
     assert TASKS["pos"].data_fingerprint(tmp_path / "ud", ["fr"]) == [
         ud_signature(tmp_path / "ud", lang) for lang in LANGUAGES
     ]
     en, fr = small_xnli(tmp_path / "xnli")
-    sizes = sorted(f"{path.stem[4:]}:{path.stat().st_size}" for path in (en, fr))
-    assert TASKS["xnli"].data_fingerprint(tmp_path / "xnli", ["fr"]) == [XNLI_SPLIT_VERSION, *sizes]
+    hashes = sorted(f"{path.stem[4:]}:{file_digest(path)}" for path in (en, fr))
+    before = TASKS["xnli"].data_fingerprint(tmp_path / "xnli", ["fr"])
+    assert before == [XNLI_SPLIT_VERSION, *hashes]
+    shutil.copytree(tmp_path / "xnli", tmp_path / "moved")
+    assert TASKS["xnli"].data_fingerprint(tmp_path / "moved", ["fr"]) == before
+    size = fr.stat().st_size
+    fr.write_text(fr.read_text(encoding="utf-8").replace("maman", "mamie", 1), encoding="utf-8")
+    assert fr.stat().st_size == size and TASKS["xnli"].data_fingerprint(tmp_path / "xnli", ["fr"]) != before
 
 
 def test_pos_scores_every_language_and_xnli_only_those_with_a_dev_file(tmp_path):

@@ -199,7 +199,7 @@ def test_unknown_upos_tag_is_an_error_naming_file_and_line(tmp_path):
         "# text = c\n1\tc\tc\tNOUNY\t_\t_\t0\troot\t_\t_\n\n",
         encoding="utf-8",
     )
-    with pytest.raises(CoNLLUError, match=rf"{path}:5: UPOS: expected one of the 17 UD tags .* found 'NOUNY'"):
+    with pytest.raises(CoNLLUError, match=rf"{path}:6: UPOS: expected one of the 17 UD tags .* found 'NOUNY'"):
         read_tagged([path])
 
 

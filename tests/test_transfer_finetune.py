@@ -131,7 +131,7 @@ def test_unknown_architecture_and_bad_params_are_explicit_errors(tiny_bloom_dir,
     GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=400).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no LoRA target modules known for model type 'gpt2'"):
         load_for_task(str(tmp_path), None, "token", UPOS_TAGS, FAST, "cpu")
-    with pytest.raises(ValueError, match="quantization must be one of"):
+    with pytest.raises(ValueError, match="quantization: expected one of auto, nf4, none, got 'int3'"):
         FinetuneParams(quantization="int3")
     with pytest.raises(ValueError, match="full fine-tuning cannot update 4-bit weights"):
         FinetuneParams(full_finetune=True, quantization="nf4")

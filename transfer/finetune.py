@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probing.validation import at_least, fraction, one_of, positive, reject
 from transfer.examples import Encoded, collate
 
 QUANTIZATION_MODES = ("auto", "nf4", "none")
@@ -55,13 +56,32 @@ class FinetuneParams:
     max_eval_examples: int | None = None
 
     def __post_init__(self) -> None:
-        if self.quantization not in QUANTIZATION_MODES:
-            raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}")
+        problems = [
+            *at_least("lr", self.lr, 0),  # 0: a frozen run, as a baseline
+            *(problem for name in _AT_LEAST_ONE for problem in at_least(name, getattr(self, name), 1)),
+            *positive("lora_alpha", self.lora_alpha),
+            *fraction("lora_dropout", self.lora_dropout),
+            *one_of("quantization", self.quantization, QUANTIZATION_MODES),
+            *at_least("weight_decay", self.weight_decay, 0),
+            *positive("max_grad_norm", self.max_grad_norm),
+            *at_least("seed", self.seed, 0),
+        ]
         if self.full_finetune and self.quantization == "nf4":
-            raise ValueError("full fine-tuning cannot update 4-bit weights: use quantization 'none' or 'auto'")
-        for name in ("epochs", "eval_every", "patience", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            problems.append("quantization: full fine-tuning cannot update 4-bit weights: use 'none' or 'auto'")
+        reject(problems)
+
+
+#: The sizes of `FinetuneParams` that must be at least 1 when given.
+_AT_LEAST_ONE = (
+    "epochs",
+    "eval_every",
+    "patience",
+    "batch_size",
+    "max_length",
+    "lora_r",
+    "max_train_examples",
+    "max_eval_examples",
+)
 
 
 @dataclass

@@ -23,30 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from probing.conllu_io import CoNLLUError, read_conllu
+from probing.conllu_io import UPOS_TAGS, read_conllu
 from probing.models import encode_words
 from transfer.examples import IGNORE_INDEX, Encoded
 
-#: The 17 universal POS tags of UD v2, in the order of their label ids.
-UPOS_TAGS: tuple[str, ...] = (
-    "ADJ",
-    "ADP",
-    "ADV",
-    "AUX",
-    "CCONJ",
-    "DET",
-    "INTJ",
-    "NOUN",
-    "NUM",
-    "PART",
-    "PRON",
-    "PROPN",
-    "PUNCT",
-    "SCONJ",
-    "SYM",
-    "VERB",
-    "X",
-)
 _TAG_ID = {tag: i for i, tag in enumerate(UPOS_TAGS)}
 
 
@@ -73,19 +53,10 @@ def split_files(ud_dir: Path | str, language: str, split: str) -> list[Path]:
 
 
 def read_tagged(files: Sequence[Path]) -> list[TaggedSentence]:
-    """The sentences of the files, in order; CoNLLUError naming file and line on a tag that is not UPOS."""
+    """The sentences of the files, in order (`read_conllu` names file and line of a tag that is not UPOS)."""
     sentences: list[TaggedSentence] = []
     for path in files:
         for sentence in read_conllu(path):
-            unknown = [w.upos for w in sentence.words if w.upos not in _TAG_ID]
-            if unknown:
-                raise CoNLLUError(
-                    sentence.path,
-                    sentence.line,
-                    "UPOS",
-                    f"one of the 17 UD tags {' '.join(UPOS_TAGS)}",
-                    repr(unknown[0]),
-                )
             sentences.append(
                 TaggedSentence(tuple(w.form for w in sentence.words), tuple(_TAG_ID[w.upos] for w in sentence.words))
             )

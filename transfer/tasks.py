@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from probing.datasets import ud_signature
+from probing.datasets import file_digest, ud_signature
 from transfer.finetune import FinetuneParams
 from transfer.xnli_data import XNLI_SPLIT_VERSION
 from transfer.zero_shot import POS_PARAMS, SOURCE_LANGUAGE, XNLI_PARAMS, run_pos_transfer, run_xnli_transfer
@@ -71,13 +71,10 @@ def treebank_fingerprint(ud_dir: Path | str, targets: Sequence[str]) -> list:
 
 
 def xnli_fingerprint(xnli_dir: Path | str, targets: Sequence[str]) -> list:
-    """The split's version and the size of English's and every target's file.
-
-    Sizes, not content hashes: the value stored transfer results were fingerprinted with; an edit
-    that keeps a file's size is not seen.
-    """
-    sizes = (f"{lang}:{xnli_dev_file(xnli_dir, lang).stat().st_size}" for lang in [SOURCE_LANGUAGE, *targets])
-    return [XNLI_SPLIT_VERSION, *sorted(sizes)]
+    """The split's version and the content hash of English's and every target's file (an edit that keeps a
+    file's size is seen; the folder's place is not part of it)."""
+    hashes = (f"{lang}:{file_digest(xnli_dev_file(xnli_dir, lang))}" for lang in [SOURCE_LANGUAGE, *targets])
+    return [XNLI_SPLIT_VERSION, *sorted(hashes)]
 
 
 TASKS = TaskRegistry(

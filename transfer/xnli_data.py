@@ -23,6 +23,7 @@ Both are truncated longest-first to ``max_length`` tokens.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise XNLIError(path, None, "an existing XNLI file", "no such file") from None
-    raw_lines = data.split(b"\n")
+    raw_lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")  # a BOM is not part of the first premise
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
     if not raw_lines:
@@ -175,6 +176,13 @@ def read_parallel_dev(xnli_dir: Path | str, language: str, english: Sequence[Nli
     pairs = read_xnli_dev(xnli_dir, language)
     check_parallel(english, pairs, xnli_dev_file(xnli_dir, language))
     return pairs
+
+
+def read_parallel_devs(xnli_dir: Path | str, source: str, targets: Sequence[str]) -> dict[str, list[NliPair]]:
+    """The dev pairs of the source language and of every target (row-parallel to the source's); XNLIError
+    on the first malformed file. The study's config calls it, so a bad file stops a study before it starts."""
+    english = read_xnli_dev(xnli_dir, source)
+    return {lang: english if lang == source else read_parallel_dev(xnli_dir, lang, english) for lang in targets}
 
 
 def split_english_dev(

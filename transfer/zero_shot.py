@@ -28,7 +28,7 @@ from transfer.examples import subsample
 from transfer.finetune import FinetuneParams, FinetuneResult, finetune, seed_everything
 from transfer.models import Head, load_for_task
 from transfer.pos_data import UPOS_TAGS, encode_pos, read_tagged, split_files
-from transfer.xnli_data import XNLI_LABELS, NliPair, encode_xnli, read_parallel_dev, read_xnli_dev, split_english_dev
+from transfer.xnli_data import XNLI_LABELS, NliPair, encode_xnli, read_parallel_devs, split_english_dev
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,8 @@ def xnli_parts(xnli_dir: Path | str, target_languages: Sequence[str], params: Fi
     subset), so its test pairs translate English test pairs only: none is parallel to a training or
     selection pair, and the languages are compared on the same items.
     """
-    english = read_xnli_dev(xnli_dir, SOURCE_LANGUAGE)
-    dev = {
-        lang: english if lang == SOURCE_LANGUAGE else read_parallel_dev(xnli_dir, lang, english)
-        for lang in _languages(target_languages)
-    }
+    dev = read_parallel_devs(xnli_dir, SOURCE_LANGUAGE, _languages(target_languages))
+    english = dev[SOURCE_LANGUAGE]
     split = split_english_dev(english, params.seed)
     cap = params.max_eval_examples
     train = [english[i] for i in split.train]
