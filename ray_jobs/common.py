@@ -161,7 +161,7 @@ def model_identity(spec: ModelSpec, source: str, revision: str) -> str:
     name (`ray_jobs.pretrain.run_name`, a hash of its params and its UD text), a local directory's file
     contents, or a hub id (its revision is fingerprinted next to it). So a study copied or moved elsewhere
     finds its results stored."""
-    from probing.extraction import resolve_model
+    from probing.models import resolve_model
 
     if spec.pretrain is not None:
         return "pretrained:" + source.rstrip("/").rsplit("/", 1)[-1]

@@ -339,7 +339,7 @@ def is_local_path(model_id: str) -> bool:
 def _local_model_problems(spec: ModelSpec) -> list[str]:
     """A local model directory that is missing, lacks a revision, or whose weight files are cut short."""
     from probing.checkpoint_files import weight_problems
-    from probing.extraction import resolve_model
+    from probing.models import resolve_model
 
     if not Path(spec.id).is_dir():
         return [f"models.{spec.name}: the local model directory {spec.id} does not exist"]

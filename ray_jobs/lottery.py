@@ -33,7 +33,7 @@ from lottery.packing import PackedTensor, pack_mask, unpack_mask
 from lottery.prunable import PrunableWeight
 from lottery.tasks import TASKS
 from probing.datasets import trial_seed
-from ray_jobs.common import StageResult, loadable_checkpoint
+from ray_jobs.common import StageResult, loadable_checkpoint, model_identity
 from ray_jobs.config import ModelSpec, StudyConfig, model_revisions
 from ray_jobs.context import StudyContext
 from ray_jobs.extract import actor_device
@@ -88,6 +88,7 @@ def lottery_trials(config: StudyConfig, sources: dict[str, str]) -> list[Lottery
                             params=config.lottery.task_params(task, seed),
                             data=tuple(TASKS[task].data_fingerprint(data_dir, language)),
                             data_dir=data_dir,
+                            model_identity=model_identity(spec, sources[spec.name], revision),
                         )
                     )
     return trials

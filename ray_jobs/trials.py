@@ -149,7 +149,8 @@ class LotteryTrial:
     """Iterative magnitude pruning of one checkpoint for one (task, language, seed): every round, then the
     one-shot and random controls at each target sparsity.
 
-    ``data`` is the signature of the language's task data (file contents), ``data_dir`` where it is.
+    ``source`` is where the model loads from and ``model_identity`` what it is; ``data`` is the signature of
+    the language's task data (file contents), ``data_dir`` where it is. Only what they are is fingerprinted.
     """
 
     model: str
@@ -157,10 +158,11 @@ class LotteryTrial:
     task: str
     language: str
     seed: int
-    source: str
-    params: object
-    data: tuple
+    source: str = field(metadata=LOCATION)
+    params: object = None
+    data: tuple = ()
     data_dir: str = field(default="", metadata=LOCATION)
+    model_identity: str = ""
 
     @cached_property
     def fingerprint(self) -> str:
@@ -196,11 +198,11 @@ class SubnetworkTransferTrial:
     task: str
     target: str
     seed: int
-    source: str
-    params: object
-    data: tuple
-    masks: tuple[tuple[str, str], ...]
-    sparsities: tuple[float, ...]
+    source: str = field(metadata=LOCATION)
+    params: object = None
+    data: tuple = ()
+    masks: tuple[tuple[str, str], ...] = ()
+    sparsities: tuple[float, ...] = ()
     data_dir: str = field(default="", metadata=LOCATION)
 
     @cached_property

@@ -9,7 +9,7 @@ import torch
 
 from lottery.language_modelling import encode_texts, lm_objective, lm_scorer, load_lm_learner, mask_tokens, read_texts
 from lottery.params import LotteryParams
-from probing.extraction import load_fast_tokenizer
+from probing.models import load_fast_tokenizer
 from transfer.examples import IGNORE_INDEX, Encoded, collate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
