@@ -6,7 +6,7 @@ In one run, on the same model and the same batches of real UD sentences:
   (on CPU: sequential; on a GPU: bfloat16 compute and tokenization overlapped with the forward pass);
 * the same full path with the other overlap setting, to measure what the background thread costs
   or gains on this machine;
-* bare: only the batched forward passes (`output_hidden_states=True`) over identical padded batches,
+* bare: only the batched forward passes (layers read at their hook points) over identical padded batches,
   in the same compute dtype on the same device.
 Each variant runs ``--repeats`` times, interleaved, and its best time counts (the machine may be
 shared). Prints tokens/s of each, then the peak RSS of the full path (in fresh processes) over 1x
@@ -88,13 +88,8 @@ def run_bare(model_dir: Path, sentences: list, layers: list[int], gpus: int = 0)
     device in the same compute dtype (synchronised at the end, as the full path is by its copies)."""
     import torch
 
-    from probing.extraction import (
-        WordActivationExtractor,
-        compute_torch_dtype,
-        encode_text,
-        load_model,
-        token_budget_batches,
-    )
+    from probing.extraction import WordActivationExtractor, compute_torch_dtype, encode_text, token_budget_batches
+    from probing.models import load_model
     from ray_jobs.extract import CHUNK_SENTENCES, actor_device
 
     torch.set_num_threads(2)

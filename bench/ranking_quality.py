@@ -135,7 +135,8 @@ def tiny_model(cache: Path, quick: bool) -> tuple[Path, str, int]:
 def real_tasks(cache: Path, quick: bool) -> list[Task]:
     """Last-layer word vectors of the tiny model for Number and POS in en and fr (train/dev/test by lemma)."""
     from probing.datasets import DataParams, build_language
-    from probing.extraction import WordActivationExtractor, load_model
+    from probing.extraction import WordActivationExtractor
+    from probing.models import load_model
 
     run_dir, revision, layer = tiny_model(cache, quick)
     extractor = WordActivationExtractor(load_model(str(run_dir), revision), [layer])

@@ -24,7 +24,7 @@ from lottery.learner import BatchFn, Learner, ScoreFn
 from lottery.params import LotteryParams
 from probing.conllu_io import read_conllu
 from probing.datasets import stable_seed
-from probing.extraction import load_fast_tokenizer, model_max_length
+from probing.models import load_fast_tokenizer, model_max_length
 from transfer.examples import IGNORE_INDEX, Encoded, collate
 from transfer.pos_data import split_files
 

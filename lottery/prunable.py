@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from transformers.pytorch_utils import Conv1D
 
+from probing.models import find_blocks
+
 #: Module types whose ``weight`` is a prunable 2-D matrix.
 LINEAR_TYPES: tuple[type[torch.nn.Module], ...] = (torch.nn.Linear, Conv1D)
 
@@ -30,18 +32,6 @@ class PrunableWeight:
     name: str
     layer: int
     shape: tuple[int, ...]
-
-
-def find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
-    """The name and the module of the model's transformer blocks: the one ``ModuleList`` with
-    ``config.num_hidden_layers`` entries that is not inside another such list."""
-    depth = int(model.config.num_hidden_layers)
-    lists = [name for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
-    outer = [name for name in lists if not any(name.startswith(other + ".") for other in lists)]
-    if len(outer) != 1:
-        found = ", ".join(outer) or "none"
-        raise ValueError(f"{type(model).__name__}: expected one ModuleList of {depth} blocks, found {found}")
-    return outer[0], model.get_submodule(outer[0])
 
 
 def prunable_weights(model: torch.nn.Module) -> list[PrunableWeight]:

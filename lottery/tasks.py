@@ -29,7 +29,7 @@ from lottery.language_modelling import encode_texts, load_lm_learner, read_texts
 from lottery.learner import Learner, TaskData
 from lottery.params import LotteryParams
 from probing.datasets import stable_seed, ud_signature
-from probing.extraction import model_max_length
+from probing.models import model_max_length
 from transfer.evaluate import evaluate_pos, evaluate_xnli
 from transfer.examples import collate, subsample
 from transfer.finetune import FinetuneParams, seed_everything

@@ -1,10 +1,9 @@
-"""Per-word activations from a transformers model: load, tokenize running text, forward, pool.
+"""Per-word activations from a transformers model: tokenize running text, forward, pool.
 
-Layer convention (``LAYER_CONVENTION``, the one statement of it): layer 0 is the embedding output
-(``hidden_states[0]``; for BLOOM after its embedding layer norm) and layer L (1..n) is the output of
-transformer block L (``hidden_states[L]``); for BLOOM the last one, L = n_layer, includes the final
-layer norm, as in transformers. Wang et al. (2024) count differently: their code reads
-``hidden_states[L − 1]`` for "layer L of 25" (1-based), so their layers 13 and 17 are 12 and 16 here.
+Layers are numbered as `probing.models.LAYER_CONVENTION` says (0 = embedding output, L = output of
+block L) and read through the model's hook points (`probing.models.HookPoints`), which hold exactly
+transformers' ``hidden_states[L]``; the forward pass stops after the deepest layer asked for, so the
+blocks above it cost nothing.
 
 The model reads each sentence's surface text (`probing.conllu_io.SurfaceText`: UD's ``# text``,
 multi-word tokens as written, spaces as ``SpaceAfter`` says), tokenized as one string by the fast
@@ -26,25 +25,19 @@ forward pass runs (`WordActivationExtractor.extract_stream`), with bit-identical
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from probing.conllu_io import SurfaceText
+from probing.models import LoadedModel
 from probing.validation import at_least, one_of, reject
 
-#: How layers are numbered, as printed in the study report (see the module docstring).
-LAYER_CONVENTION = "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
 #: Bumped whenever what a word's vector is changes, so that stored activations are recomputed.
 EXTRACTION_VERSION = 2
-
-#: Length limit for models with no position table (BLOOM uses ALiBi): its training length.
-DEFAULT_MAX_LENGTH = 2048
 
 #: Dtypes the forward pass may run in (``ExtractionParams.compute_dtype``).
 COMPUTE_DTYPES: dict[str, torch.dtype] = {
@@ -90,107 +83,6 @@ def compute_torch_dtype(name: str, device: torch.device) -> torch.dtype:
             "set extraction.compute_dtype to float16 or float32"
         )
     return COMPUTE_DTYPES[name]
-
-
-def resolve_model(model_id: str, revision: str | None) -> tuple[str, str | None]:
-    """Where to load a checkpoint from: ``<dir>/<revision>`` for a local directory, else the hub id.
-
-    A local directory of checkpoints is addressed like a hub repository with revisions, so that a
-    study treats its own pre-trained checkpoints exactly as it treats ``bigscience/bloom-*`` ones.
-    """
-    local = Path(model_id)
-    if local.is_dir():
-        if revision and revision != "main":
-            sub = local / revision
-            if not (sub / "config.json").is_file():
-                raise FileNotFoundError(f"checkpoint '{revision}' of local model {local}: no {sub}/config.json")
-            return str(sub), None
-        return str(local), None
-    return model_id, revision
-
-
-@dataclass
-class LoadedModel:
-    """A model in eval mode and its fast tokenizer, with the shape facts read from its config."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    num_layers: int
-    hidden_size: int
-    max_length: int
-    device: torch.device
-
-
-def model_max_length(config: object, tokenizer: object | None = None) -> int:
-    """The longest input the model accepts, read from its config (and tokenizer), never assumed."""
-    limits = [getattr(config, "max_position_embeddings", None), getattr(config, "n_positions", None)]
-    if tokenizer is not None:
-        limits.append(getattr(tokenizer, "model_max_length", None))
-    sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
-    return min(sane) if sane else DEFAULT_MAX_LENGTH
-
-
-def load_fast_tokenizer(model_id: str, revision: str | None) -> tuple[object, str, str | None]:
-    """The model's fast tokenizer (word alignment needs it), and where the model lives: (tokenizer, source,
-    revision). Silences transformers' logging and progress bars first."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    source, rev = resolve_model(model_id, revision)
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=rev)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{model_id}@{revision}: a fast (Rust) tokenizer is required for word alignment")
-    return tokenizer, source, rev
-
-
-def load_model(
-    model_id: str,
-    revision: str | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    device_map: str | None = None,
-) -> LoadedModel:
-    """Load the base model (no task head) in ``dtype`` and its fast tokenizer, once.
-
-    With ``device_map`` (e.g. "auto", needs accelerate) the weights are placed by accelerate across
-    the visible devices instead of moved to ``device``; inputs then go to the device of the input
-    embeddings, and each layer's hidden states stay on the device that computed them.
-    """
-    from transformers import AutoModel
-
-    tokenizer, source, rev = load_fast_tokenizer(model_id, revision)
-    if device_map is None:
-        model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype).to(device)
-    else:
-        model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype, device_map=device_map)
-    model.eval()
-    config = model.config
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        num_layers=int(config.num_hidden_layers),
-        hidden_size=int(config.hidden_size),
-        max_length=model_max_length(config, tokenizer),
-        device=model.get_input_embeddings().weight.device,
-    )
-
-
-def encode_words(tokenizer: object, sentences: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int]]]:
-    """Token ids and, per token, the index of its word (-1 for special tokens), for pre-split words.
-
-    Each word after the first gets a leading space, so that byte-level BPE sub-words match
-    space-separated text. Used where labels are per syntactic word (POS transfer); activations
-    are computed from the surface text (`encode_text`).
-    """
-    backend = tokenizer.backend_tokenizer
-    backend.no_truncation()
-    backend.no_padding()
-    pieces = [[words[0], *(" " + w for w in words[1:])] for words in sentences]
-    encodings = backend.encode_batch(pieces, is_pretokenized=True, add_special_tokens=True)
-    return [(enc.ids, [-1 if w is None else w for w in enc.word_ids]) for enc in encodings]
 
 
 @dataclass(frozen=True)
@@ -333,9 +225,7 @@ class WordActivationExtractor:
     def __init__(
         self, loaded: LoadedModel, layers: Sequence[int], max_length: int | None = None, batch_tokens: int = 8192
     ):
-        bad = [layer for layer in layers if not 0 <= layer <= loaded.num_layers]
-        if bad:
-            raise ValueError(f"layers {bad} out of range 0..{loaded.num_layers} (0 = embeddings)")
+        loaded.hook_points.check_layers(layers)
         self.loaded = loaded
         self.layers = list(layers)
         self.max_length = min(max_length or loaded.max_length, loaded.max_length)
@@ -343,17 +233,19 @@ class WordActivationExtractor:
         self.pad_id = loaded.tokenizer.pad_token_id or 0
 
     @torch.inference_mode()
-    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The model's forward pass on a padded batch; returns every hidden state (embeddings first)."""
+    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The model's forward pass on a padded batch, up to the deepest layer wanted; returns the hidden
+        states of the extractor's layers, by layer."""
         device = self.loaded.device
-        out = self.loaded.model(
-            input_ids=input_ids.to(device, non_blocking=True),
-            attention_mask=attention_mask.to(device, non_blocking=True),
-            output_hidden_states=True,
+        return self.loaded.hook_points.read_layers(
+            self.layers,
+            lambda: self.loaded.model(
+                input_ids=input_ids.to(device, non_blocking=True),
+                attention_mask=attention_mask.to(device, non_blocking=True),
+            ),
         )
-        return out.hidden_states
 
-    def forward(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+    def forward(self, ids: Sequence[Sequence[int]]) -> dict[int, torch.Tensor]:
         """One right-padded batched forward pass of id lists (the bare pass that bench/extract.py times)."""
         return self.run_model(*pad_batch(ids, self.pad_id))
 

@@ -6,7 +6,7 @@ languages, which include the probing sentences (as UD text is part of real LMs' 
 training text is each sentence's surface text (`probing.conllu_io.Sentence.text`: UD's ``# text``
 line, multi-word tokens as written), the same text that extraction feeds the model.
 Checkpoints are saved at log-spaced steps (plus step 0, the random initialisation) as ordinary
-Hugging Face model directories ``<run_dir>/step-NNNNNN``; `probing.extraction.resolve_model` loads
+Hugging Face model directories ``<run_dir>/step-NNNNNN``; `probing.models.resolve_model` loads
 them as revisions of ``<run_dir>``, exactly as it loads ``bigscience/bloom-560m-intermediate``.
 Training resumes from the newest finished checkpoint; batches are drawn by step from a seeded
 generator, so a resumed run sees the batches an uninterrupted one would.

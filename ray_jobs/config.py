@@ -323,7 +323,7 @@ def _model_shape(spec: ModelSpec, problems: list[str]) -> tuple[int, int] | None
         return spec.pretrain.n_layer, spec.pretrain.hidden_size
     from transformers import AutoConfig
 
-    from probing.extraction import resolve_model
+    from probing.models import resolve_model
 
     revision = model_revisions(spec)[0]
     try:

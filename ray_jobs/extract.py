@@ -67,7 +67,8 @@ class CheckpointWorker:
     def __init__(self, source: str, revision: str, layers: list[int], config: StudyConfig, store: Store):
         import torch
 
-        from probing.extraction import WordActivationExtractor, compute_torch_dtype, load_model
+        from probing.extraction import WordActivationExtractor, compute_torch_dtype
+        from probing.models import load_model
 
         extraction = config.extraction
         torch.set_num_threads(max(1, int(extraction.resources.num_cpus)))

@@ -9,17 +9,13 @@ import torch
 
 from probing.conllu_io import SurfaceText, read_conllu
 from probing.extraction import (
-    LAYER_CONVENTION,
     WordActivationExtractor,
     compute_torch_dtype,
     encode_text,
-    encode_words,
-    load_model,
-    model_max_length,
-    resolve_model,
     subword_word_pairs,
     token_budget_batches,
 )
+from probing.models import LAYER_CONVENTION, load_model
 
 LANGUAGES = ("pt", "fr", "ca", "zh")
 
@@ -157,15 +153,6 @@ def test_subword_word_pairs_cover_mwt_parts_straddling_subwords_and_skip_special
     ]  # the lone space (3) and the specials map to no word; 'che.' straddles coche and '.'
 
 
-def test_encode_words_keeps_pre_split_words_for_pos_transfer(tiny_bloom_dir, real):
-    tok = load_model(str(tiny_bloom_dir), "step-a").tokenizer
-    for sentence in real["fr"][1]:
-        words = [w.form for w in sentence.words]
-        ((ids, word_ids),) = encode_words(tok, [words])
-        assert ids == tok(" ".join(words), add_special_tokens=True)["input_ids"]
-        assert sorted(set(word_ids) - {-1}) == list(range(len(words)))
-
-
 def test_layer_zero_is_the_embedding_output(models, sentences):
     loaded = models["bloom"]
     result = WordActivationExtractor(loaded, [0]).extract(sentences[:1])
@@ -207,6 +194,17 @@ def test_layer_convention_zero_is_the_embedding_output_and_l_the_output_of_block
     assert not np.allclose(result.vectors[1][0], expected[0][first_word].mean(0).numpy(), atol=1e-3)  # not L-1
 
 
+def test_the_forward_pass_stops_after_the_deepest_layer_asked_for_with_the_same_vectors(models, sentences):
+    loaded = models["bloom"]
+    ran = []
+    counter = loaded.model.h[1].register_forward_hook(lambda m, i, o: ran.append("block 2"))
+    shallow = WordActivationExtractor(loaded, [1]).extract(sentences)
+    assert not ran  # block 2 (and the final norm) never ran
+    deep = WordActivationExtractor(loaded, [0, 1, 2]).extract(sentences)
+    counter.remove()
+    assert ran and np.array_equal(shallow.vectors[1], deep.vectors[1])
+
+
 def test_sentences_over_the_length_limit_are_dropped_and_counted(models, sentences):
     loaded = models["bert"]
     assert loaded.max_length == 512  # read from max_position_embeddings, not assumed
@@ -228,33 +226,12 @@ def test_layers_beyond_the_model_are_rejected(tiny_bloom_dir):
         WordActivationExtractor(loaded, [1, 3])
 
 
-def test_local_revisions_resolve_to_subdirectories(tiny_bloom_dir, tmp_path):
-    assert resolve_model(str(tiny_bloom_dir), "step-a") == (str(tiny_bloom_dir / "step-a"), None)
-    assert resolve_model("bigscience/bloom-560m-intermediate", "global_step1000") == (
-        "bigscience/bloom-560m-intermediate",
-        "global_step1000",
-    )
-    with pytest.raises(FileNotFoundError, match="step-zzz"):
-        resolve_model(str(tiny_bloom_dir), "step-zzz")
-
-
 def test_token_budget_batches_cover_every_index_once_within_budget():
     lengths = [5, 40, 7, 7, 100, 3, 12]
     batches = token_budget_batches(lengths, 40)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 40
-
-
-def test_model_max_length_prefers_the_config():
-    class Config:
-        max_position_embeddings = 512
-
-    class Tokenizer:
-        model_max_length = int(1e30)
-
-    assert model_max_length(Config(), Tokenizer()) == 512
-    assert model_max_length(object()) == 2048
 
 
 def _relative_error(approx: np.ndarray, exact: np.ndarray) -> float:

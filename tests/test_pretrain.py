@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from probing.extraction import load_model
+from probing.models import load_model
 from probing.pretrain import PretrainParams, checkpoint_steps, learning_rate, pretrain, step_name
 from tests.conftest import ud_texts
 

@@ -292,7 +292,8 @@ def test_greedy_methods_need_dev_data_and_k_at_most_d(method, planted):
 def real_probing_data(tmp_path_factory, ud_dir):
     """Layer-1 word vectors of a tiny BLOOM pre-trained 300 steps on English UD: train, dev, test for POS and Number."""
     from probing.datasets import DataParams, build_language, surface_texts
-    from probing.extraction import WordActivationExtractor, load_model
+    from probing.extraction import WordActivationExtractor
+    from probing.models import load_model
     from probing.pretrain import PretrainParams, pretrain, step_name
     from tests.conftest import ud_texts
 

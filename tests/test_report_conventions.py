@@ -3,7 +3,7 @@
 import duckdb
 
 from analysis.study_report import build_report
-from probing.extraction import LAYER_CONVENTION
+from probing.models import LAYER_CONVENTION
 
 
 def test_report_states_the_layer_convention_near_the_top(tmp_path):

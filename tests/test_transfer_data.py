@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from probing.conllu_io import CoNLLUError
-from probing.extraction import encode_words
+from probing.models import encode_words
 from tests.conftest import XNLI_DIR
 from transfer.examples import IGNORE_INDEX, Encoded, collate, subsample
 from transfer.metrics import accuracy, macro_f1

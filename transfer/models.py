@@ -5,7 +5,8 @@ LoRA adapters go on the attention projections named per architecture (BLOOM's fu
 than a guess. peft's TOKEN_CLS / SEQ_CLS task types train the head (``classifier`` or ``score``)
 in full, and that is checked. QLoRA (Dettmers et al. 2023) loads the base weights as NF4 with
 double quantisation and bf16 compute where CUDA supports it (float32 otherwise); the head is kept
-out of quantisation so that it can be trained.
+out of quantisation so that it can be trained. The checkpoint is resolved and its fast tokenizer
+loaded by `probing.models`, exactly as extraction loads it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from probing.extraction import load_fast_tokenizer
+from probing.models import load_fast_tokenizer
 from transfer.finetune import FinetuneParams
 
 #: LoRA target modules per ``config.model_type``.

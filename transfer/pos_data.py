@@ -12,7 +12,7 @@ scores stay comparable with published ones.
 
 Each word is labelled on its FIRST sub-word token; its other sub-words and special tokens get
 ``IGNORE_INDEX``, so a word is predicted exactly once (Devlin et al. 2019; XTREME). Words are
-tokenized by `probing.extraction.encode_words`, with a space before every word after the first so
+tokenized by `probing.models.encode_words`, with a space before every word after the first so
 that byte-level BPE sub-words match running text. A sequence longer than ``max_length`` keeps its
 first tokens and its trailing special tokens; words whose first sub-word is cut off are not scored.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probing.conllu_io import CoNLLUError, read_conllu
-from probing.extraction import encode_words
+from probing.models import encode_words
 from transfer.examples import IGNORE_INDEX, Encoded
 
 #: The 17 universal POS tags of UD v2, in the order of their label ids.

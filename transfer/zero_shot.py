@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from probing.datasets import stable_seed
-from probing.extraction import model_max_length
+from probing.models import model_max_length
 from transfer.evaluate import evaluate_pos, evaluate_xnli
 from transfer.examples import subsample
 from transfer.finetune import FinetuneParams, FinetuneResult, finetune, seed_everything

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from analysis.report import Section, Table
 from analysis.report_sections.section import ReportContext, ReportSection
-from probing.extraction import LAYER_CONVENTION
+from probing.models import LAYER_CONVENTION
 
 
 def build(context: ReportContext) -> Section:
