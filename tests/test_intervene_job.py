@@ -177,3 +177,20 @@ def test_a_rerun_does_nothing_and_a_lost_unit_is_redone_identically(intervened):
     assert not trial.is_done(store)
     intervene.run_intervention_trial(store, trial)
     assert trial.is_done(store) and store.read("interventions", path=path).equals(before)
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_curves_the_causal_matrix_and_the_ablation_against_translation(intervened):
+    import matplotlib.image
+
+    from ray_jobs.report import write_report
+
+    config, context, _, _ = intervened
+    index = Path(write_report(config, context.store, []))
+    html = index.read_text(encoding="utf-8")
+    assert "Interventions: are the top neurons used?" in html and "Ablation against translation" in html
+    images = {p.name: p for p in index.parent.glob("*.png") if p.name.startswith(("interventions-", "causal-"))}
+    assert sorted(images) == ["causal-overlap-tiny-step-b-1-Number.png", "interventions-tiny-step-b-1-Number.png"]
+    for name, image in images.items():
+        assert name in html and matplotlib.image.imread(image).std() > 0.02
+    assert "Cross-lingual causal effect against overlap" in html
