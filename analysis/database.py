@@ -93,6 +93,63 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
         FROM m JOIN n USING (model, checkpoint, language_a, language_b)
         LEFT JOIN t USING (model, checkpoint, task, sparsity, language_a, language_b)""",
     ),
+    "intervention_rates": (
+        ("interventions",),
+        """
+        SELECT *, n_correct + n_clwv + n_other_form + n_wrong_lemma AS relevant,
+               CASE WHEN relevant > 0 THEN 1 - n_correct / relevant END AS error_rate,
+               CASE WHEN relevant > 0 THEN n_clwv / relevant END AS clwv_rate,
+               n_unknown / nullif(relevant + n_unknown, 0) AS unknown_rate,
+               flips / nullif(n_words, 0) AS flip_rate
+        FROM interventions""",
+    ),
+    # 003 footnote 5 (`probing.interventions.saturation_index`): the first k from which the CLWV rate rises by a
+    # factor below 1.05 at the next two k; null where the curve never saturates.
+    "intervention_saturation": (
+        ("intervention_rates",),
+        """
+        WITH w AS (SELECT *, lead(clwv_rate, 1) OVER s AS next1, lead(clwv_rate, 2) OVER s AS next2
+                   FROM intervention_rates WHERE source_language = language
+                   WINDOW s AS (PARTITION BY model, checkpoint, layer, language, attribute, method, direction, seed,
+                                split, intervention, beta, readout ORDER BY k))
+        SELECT model, checkpoint, layer, language, attribute, method, direction, seed, split, intervention, beta,
+               readout, min(k) FILTER (WHERE next1 < 1.05 * clwv_rate AND next2 < 1.05 * next1) AS saturation_k,
+               arg_min(clwv_rate, k) FILTER (WHERE next1 < 1.05 * clwv_rate AND next2 < 1.05 * next1)
+                   AS clwv_at_saturation,
+               arg_min(error_rate, k) FILTER (WHERE next1 < 1.05 * clwv_rate AND next2 < 1.05 * next1)
+                   AS error_at_saturation,
+               max(clwv_rate) AS max_clwv, max(k) AS max_k
+        FROM w GROUP BY ALL""",
+    ),
+    # The cross-lingual causal matrix: language A's top-k neurons edited on B's words, against B's own and the
+    # random ranking at the same k, beside the overlap of A's and B's top-k (the overlap matrix's k).
+    "causal_overlap": (
+        ("intervention_rates", "overlap_pairs"),
+        """
+        WITH e AS (SELECT model, checkpoint, layer, attribute, method, seed, split, intervention, beta, readout, k,
+                          source_language, language AS target_language, flip_rate, clwv_rate
+                   FROM intervention_rates WHERE direction = 'ttb' AND split = 'test'),
+             own AS (SELECT * EXCLUDE (source_language) FROM e WHERE source_language = target_language),
+             rnd AS (SELECT * EXCLUDE (method) FROM own WHERE method = 'random'),
+             pairs AS (SELECT model, checkpoint, layer, attribute, method, seed, k, language_a, language_b, rate
+                       FROM overlap_pairs UNION ALL
+                       SELECT model, checkpoint, layer, attribute, method, seed, k, language_b, language_a, rate
+                       FROM overlap_pairs)
+        SELECT c.model, c.checkpoint, c.layer, c.attribute, c.method, c.seed, c.intervention, c.beta, c.readout,
+               c.k, c.source_language, c.target_language, c.flip_rate, o.flip_rate AS own_flip_rate,
+               r.flip_rate AS random_flip_rate, c.flip_rate / nullif(o.flip_rate, 0) AS relative_flip_rate,
+               c.clwv_rate, o.clwv_rate AS own_clwv_rate, r.clwv_rate AS random_clwv_rate,
+               c.clwv_rate / nullif(o.clwv_rate, 0) AS relative_clwv_rate, p.rate AS overlap_rate
+        FROM e c
+        JOIN own o USING (model, checkpoint, layer, attribute, method, seed, split, intervention, beta, readout, k,
+                          target_language)
+        LEFT JOIN rnd r USING (model, checkpoint, layer, attribute, seed, split, intervention, beta, readout, k,
+                               target_language)
+        LEFT JOIN pairs p ON p.model = c.model AND p.checkpoint = c.checkpoint AND p.layer = c.layer
+             AND p.attribute = c.attribute AND p.method = c.method AND p.seed = c.seed AND p.k = c.k
+             AND p.language_a = c.source_language AND p.language_b = c.target_language
+        WHERE c.source_language <> c.target_language""",
+    ),
 }
 
 

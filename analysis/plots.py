@@ -139,3 +139,66 @@ def plot_scatter(
         ax.scatter(xs, ys, label=label, s=22, color=colours(i % colours.N))
     _decorate(ax, xlabel, ylabel, title, fontsize=7)
     return _save(fig, path)
+
+
+#: One line of a panel: (label, x, y, colour, line style).
+Curve = tuple[str, list, list, str, str]
+
+
+def plot_curve_grid(
+    panels: dict[tuple[str, str], list[Curve]], path: Path | str, title: str, xlabel: str, ylabel: str
+) -> Path:
+    """Small multiples: one panel per (row, column) key, rows and columns in first-seen order, shared axes; the
+    legend of the first panel stands for all."""
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    columns = list(dict.fromkeys(c for _, c in panels))
+    fig, axes = plt.subplots(
+        len(rows),
+        len(columns),
+        figsize=(max(6.0, 2.6 * len(columns) + 0.6), 2.2 * len(rows) + 0.8),
+        dpi=120,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            ax = axes[i][j]
+            for label, xs, ys, colour, style in panels.get((row, column), []):
+                ax.plot(xs, ys, style, color=colour, label=label, linewidth=1.2)
+            ax.set_title(f"{row} · {column}", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if i == len(rows) - 1:
+                ax.set_xlabel(xlabel, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_heatmap_pair(
+    languages: list[str], left: np.ndarray, right: np.ndarray, titles: tuple[str, str], path: Path | str, title: str
+) -> Path:
+    """Two language × language matrices side by side (row: source, column: target), NaN cells blank, each cell
+    written; the diagonal is left blank."""
+    n = len(languages)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 2.0 + 1.0 * n), max(3.6, 1.2 + 0.45 * n)), dpi=120)
+    for ax, matrix, subtitle in zip(axes, (left, right), titles, strict=True):
+        shown = np.where(np.eye(n, dtype=bool), np.nan, matrix)
+        finite = shown[np.isfinite(shown)]
+        low, high = (min(0.0, float(finite.min())), max(0.05, float(finite.max()))) if finite.size else (0.0, 1.0)
+        image = ax.imshow(shown, cmap="viridis", vmin=low, vmax=high)
+        for i in range(n):
+            for j in range(n):
+                if i != j and np.isfinite(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white")
+        ax.set_xticks(range(n), languages)
+        ax.set_yticks(range(n), languages)
+        ax.set_xlabel("target language", fontsize=8)
+        ax.set_ylabel("source language", fontsize=8)
+        ax.set_title(subtitle, fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -398,6 +398,36 @@ TABLES: dict[str, TableSpec] = {
             "share of a ranking's top-k neurons' writing weights kept by the language's sub-network, vs all neurons",
         ),
         TableSpec(
+            "interventions",
+            (*_CHECKPOINT, "layer", "language", "attribute"),
+            pa.schema(
+                [
+                    ("source_language", pa.string()),
+                    ("method", pa.string()),
+                    ("direction", pa.string()),
+                    ("seed", pa.int64()),
+                    ("split", pa.string()),
+                    ("intervention", pa.string()),
+                    ("beta", pa.float64()),
+                    ("readout", pa.string()),
+                    ("k", pa.int64()),
+                    ("d", pa.int64()),
+                    ("n_words", pa.int64()),
+                    ("n_correct", pa.int64()),
+                    ("n_clwv", pa.int64()),
+                    ("n_other_form", pa.int64()),
+                    ("n_wrong_lemma", pa.int64()),
+                    ("n_unknown", pa.int64()),
+                    ("n_unannotated", pa.int64()),
+                    ("flips", pa.int64()),
+                    ("mean_delta_logp", pa.float64()),
+                ]
+            ),
+            True,
+            "edits of a ranking's top-k neurons (source_language's ranking on language's words; beta 0 for "
+            "ablation): predictions per category, flips and mean change in log p of the gold word, per k",
+        ),
+        TableSpec(
             "correlations",
             ("model",),
             pa.schema(

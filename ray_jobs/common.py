@@ -170,9 +170,13 @@ def model_identity(spec: ModelSpec, source: str, revision: str) -> str:
     return "hub:" + source
 
 
-def checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:
-    """Every (model, revision) of the study."""
-    return [(spec, revision) for spec in config.models for revision in model_revisions(spec)]
+def checkpoints(config: StudyConfig, which: str = "all") -> list[tuple[ModelSpec, str]]:
+    """Every (model, revision) of the study, or only each model's last revision (``which="last"``)."""
+    return [
+        (spec, revision)
+        for spec in config.models
+        for revision in (model_revisions(spec) if which == "all" else model_revisions(spec)[-1:])
+    ]
 
 
 def ray_map(function: Callable, config: StudyConfig, items: Sequence, **options: object) -> list:

@@ -28,6 +28,7 @@ from probing.conllu_io import CoNLLUError
 from probing.datasets import DataParams, treebank_files
 from probing.evaluation import CLASSIFIERS, EvaluationParams
 from probing.extraction import COMPUTE_DTYPES, ExtractionParams
+from probing.interventions import INTERVENTIONS
 from probing.pretrain import PretrainParams, checkpoint_steps, step_name
 from probing.protocols import PROTOCOLS
 from probing.rankers import RANKERS, make_ranker
@@ -297,6 +298,62 @@ class LotteryConfig:
         return dataclasses.replace(LOTTERY_TASKS[task].params, **overrides)
 
 
+#: Values of ``interventions.readout``: by the model's type, or forced.
+INTERVENTION_READOUTS: tuple[str, ...] = ("auto", "masked", "causal")
+
+
+@dataclass(frozen=True)
+class InterventionsConfig:
+    """Causal check of the rankings (paper 003 §4, `probing.interventions`): edit each ranking's top-k neurons.
+
+    ``layers``, ``attributes``, ``languages`` and ``methods`` default to the study's (a subset of them; the
+    ``random`` ranking is always intervened with, as the control, and must be among ``probing.methods``).
+    ``k_grid`` empty: every ~1.3% of the width up to d (003's step of 10 for d = 768). ``betas``: translation's
+    β; with more than one, β is chosen on the dev split (`probing.interventions.choose_beta`) and reported on
+    test. ``max_words`` caps the words read per split. ``cross_lingual`` also edits each language's words with
+    every other language's top-k neurons, at ``cross_lingual_k`` (default: the study's probing k, the k of the
+    overlap matrix). ``readout``: ``auto`` reads a masked LM's reconstruction of the word and a causal LM's next
+    word. ``compute_dtype`` as in extraction ("auto": bfloat16 on a GPU).
+    """
+
+    layers: tuple[int, ...] = ()
+    attributes: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    interventions: tuple[str, ...] = ("ablation", "translation")
+    k_grid: tuple[int, ...] = ()
+    betas: tuple[float, ...] = (8.0,)
+    checkpoints: str = "last"
+    max_words: int | None = 500
+    cross_lingual: bool = True
+    cross_lingual_k: int | None = None
+    readout: str = "auto"
+    batch_tokens: int = 4096
+    compute_dtype: str = "auto"
+    resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        problems = [
+            *all_known("interventions", "intervention", self.interventions, INTERVENTIONS),
+            *all_known("methods", "method", self.methods, RANKERS),
+            *all_known("attributes", "attribute", self.attributes, ATTRIBUTES),
+            *one_of("checkpoints", self.checkpoints, LOTTERY_CHECKPOINTS),
+            *one_of("readout", self.readout, INTERVENTION_READOUTS),
+            *one_of("compute_dtype", self.compute_dtype, ("auto", *COMPUTE_DTYPES)),
+            *at_least("batch_tokens", self.batch_tokens, 1),
+        ]
+        if not self.interventions:
+            problems.append("interventions: at least one of ablation, translation")
+        if not self.betas or any(beta <= 0 for beta in self.betas):
+            problems.append(f"betas: one or more translation strengths above 0, got {list(self.betas)}")
+        problems += [f"k_grid: every k must be at least 1, got {k}" for k in self.k_grid if k < 1]
+        problems += [f"layers: layer {layer} is negative" for layer in self.layers if layer < 0]
+        for name in ("max_words", "cross_lingual_k"):
+            value = getattr(self, name)
+            problems += [] if value is None else at_least(name, value, 1)
+        reject(problems)
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """A whole study; ``protocol`` names the preset its choices were resolved from (``probing.protocols``)."""
@@ -314,6 +371,7 @@ class StudyConfig:
     probing: ProbingConfig = field(default_factory=ProbingConfig)
     transfer: TransferConfig | None = None
     lottery: LotteryConfig | None = None
+    interventions: InterventionsConfig | None = None
 
 
 def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
@@ -386,6 +444,8 @@ def _study_problems(config: StudyConfig, check_models: bool) -> list[str]:
         problems += _section_problems(config, "transfer", "target_languages")
     if config.lottery is not None:
         problems += _section_problems(config, "lottery", "languages")
+    if config.interventions is not None:
+        problems += _interventions_problems(config)
     if not config.models:
         problems.append("models: at least one model is required")
     for spec in config.models:
@@ -492,6 +552,23 @@ def _section_problems(config: StudyConfig, section: str, languages_field: str) -
             problems.append(f"{section}.{languages_field}: '{language}' is a path, not a language")
         elif not (Path(config.ud_dir) / language).is_dir():
             problems.append(f"{section}.{languages_field}: unknown language '{language}': no folder in {config.ud_dir}")
+    return problems
+
+
+def _interventions_problems(config: StudyConfig) -> list[str]:
+    """Interventions read the study's rankings: their layers, attributes, languages and methods must be the
+    study's, and the random control must be among the rankings."""
+    section = config.interventions
+    problems = []
+    for name, chosen, study in (
+        ("layers", section.layers, config.layers),
+        ("attributes", section.attributes, config.attributes),
+        ("languages", section.languages, config.languages),
+        ("methods", section.methods, config.probing.methods),
+    ):
+        problems += [f"interventions.{name}: {x!r} is not one of the study's {name}" for x in chosen if x not in study]
+    if "random" not in config.probing.methods:
+        problems.append("interventions: the random control needs 'random' among probing.methods")
     return problems
 
 

@@ -33,8 +33,8 @@ from lottery.packing import PackedTensor, pack_mask, unpack_mask
 from lottery.prunable import PrunableWeight
 from lottery.tasks import TASKS
 from probing.datasets import trial_seed
-from ray_jobs.common import StageResult, loadable_checkpoint, model_identity
-from ray_jobs.config import ModelSpec, StudyConfig, model_revisions
+from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, model_identity
+from ray_jobs.config import ModelSpec, StudyConfig
 from ray_jobs.context import StudyContext
 from ray_jobs.extract import actor_device
 from ray_jobs.stages import stage_main
@@ -51,11 +51,7 @@ def applies(config: StudyConfig) -> bool:
 
 def lottery_checkpoints(config: StudyConfig) -> list[tuple[ModelSpec, str]]:
     """The (model, revision)s the lottery prunes: each model's last checkpoint, or all of them."""
-    pairs = []
-    for spec in config.models:
-        revisions = model_revisions(spec)
-        pairs += [(spec, r) for r in (revisions if config.lottery.checkpoints == "all" else revisions[-1:])]
-    return pairs
+    return checkpoints(config, config.lottery.checkpoints)
 
 
 def task_data_dir(config: StudyConfig, task: str) -> str:
@@ -290,33 +286,9 @@ def transfer_trials(config: StudyConfig, done: list[LotteryTrial]) -> list[Subne
 
 def _sweep(context: StudyContext, name: str, trials: list, failures) -> tuple[int, float]:
     """Run trials as a Ray Tune sweep; record the failed ones; return (finished, busy CPU-seconds)."""
-    from ray_jobs.sweep import run_sweep
+    from ray_jobs.sweep import run_trials
 
-    if not trials:
-        return 0, 0.0
-    resources = context.config.lottery.resources
-    specs = [
-        {
-            "label": t.label,
-            "store": context.store,
-            "trial": t,
-            "threads": int(resources.num_cpus),
-            "num_gpus": float(resources.num_gpus),
-        }
-        for t in trials
-    ]
-    results = run_sweep(
-        name, lottery_trainable, {"cpu": resources.num_cpus, "gpu": resources.num_gpus}, specs, context.store
-    )
-    finished, busy = 0, 0.0
-    for result in results:
-        trial = result.config["spec"]["trial"]
-        if result.error is not None:
-            failures.add(trial.label, result.error)
-        else:
-            finished += 1
-            busy += result.metrics["compute_seconds"] * resources.num_cpus
-    return finished, busy
+    return run_trials(name, lottery_trainable, trials, context.config.lottery.resources, context.store, failures)
 
 
 # --- overlaps and survival ------------------------------------------------------------------------

@@ -45,6 +45,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("probe", "ray_jobs.probe", "rank and evaluate neurons, one Ray Tune trial per activation partition"),
     Stage("transfer", "ray_jobs.transfer", "zero-shot cross-lingual transfer of every checkpoint (LoRA / QLoRA)"),
     Stage("lottery", "ray_jobs.lottery", "lottery-ticket sub-networks: IMP per (checkpoint, task, language), transfer"),
+    Stage("intervene", "ray_jobs.intervene", "causal check of the rankings: edit their top-k neurons, read the LM"),
     Stage("analyse", "ray_jobs.analyse", "overlap statistics and correlations", uses_ray=False),
     Stage("report", "ray_jobs.report", "the DuckDB database of views and the HTML report", uses_ray=False),
 )

@@ -10,6 +10,8 @@ from ray import tune
 from tqdm import tqdm
 
 from analysis.store import Store
+from ray_jobs.common import Failures
+from ray_jobs.config import Resources
 
 #: Retries of a Tune trial whose worker was lost.
 TRIAL_RETRIES = 3
@@ -57,3 +59,35 @@ def run_sweep(
         ),
     )
     return tuner.fit()
+
+
+def run_trials(
+    name: str, trainable: Callable, trials: list, resources: Resources, store: Store, failures: Failures
+) -> tuple[int, float]:
+    """Run trials (each with a ``label``) as a sweep, each with ``resources``; record the failed ones in ``failures``.
+
+    The trainable gets ``config["spec"]`` with the store, the trial, its threads and GPUs, and reports
+    ``compute_seconds``. Returns (trials finished, busy CPU-seconds).
+    """
+    if not trials:
+        return 0, 0.0
+    specs = [
+        {
+            "label": t.label,
+            "store": store,
+            "trial": t,
+            "threads": int(resources.num_cpus),
+            "num_gpus": float(resources.num_gpus),
+        }
+        for t in trials
+    ]
+    results = run_sweep(name, trainable, {"cpu": resources.num_cpus, "gpu": resources.num_gpus}, specs, store)
+    finished, busy = 0, 0.0
+    for result in results:
+        trial = result.config["spec"]["trial"]
+        if result.error is not None:
+            failures.add(trial.label, result.error)
+        else:
+            finished += 1
+            busy += result.metrics["compute_seconds"] * resources.num_cpus
+    return finished, busy

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import NamedTuple
 
 from analysis.store import Store, fingerprint
+from analysis.tables import LAYOUT
 from ray_jobs.context import key_label
 
 #: Metadata of a field that says where a trial's inputs are, not what they are (their content is
@@ -25,6 +26,11 @@ def fingerprint_fields(trial: object, kind: str) -> str:
     """The hash of a trial's kind and all its fields but the `LOCATION` ones."""
     values = {f.name: getattr(trial, f.name) for f in fields(trial) if f.metadata.get("fingerprinted", True)}
     return fingerprint(kind, values)
+
+
+def rankings_path(store: Store, key: dict, seed: int) -> str:
+    """The rankings file of one (checkpoint, layer, language, attribute, method) ``key`` and seed."""
+    return store.path("rankings", part=f"seed-{seed}", **key)
 
 
 class ProbePaths(NamedTuple):
@@ -86,10 +92,9 @@ class ProbeTrial:
         return key_label(**self.key, seed=self.seed)
 
     def paths(self, store: Store) -> ProbePaths:
-        part = f"seed-{self.seed}"
         return ProbePaths(
-            store.path("rankings", part=part, **self.key),
-            store.path("probe_metrics", part=part, **self.key),
+            rankings_path(store, self.key, self.seed),
+            store.path("probe_metrics", part=f"seed-{self.seed}", **self.key),
             store.path("failures", part=f"trial-{fingerprint(self.key, self.seed)}", stage="probe"),
         )
 
@@ -224,3 +229,99 @@ class SubnetworkTransferTrial:
 
     def unit_fingerprint(self, kind: str, source: str, sparsity: float) -> str:
         return fingerprint(self.fingerprint, kind, source, sparsity)
+
+
+class InterventionUnit(NamedTuple):
+    """One stored file of an intervention trial: the curves of one ranking on one split."""
+
+    split: str
+    source_language: str
+    method: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class InterventionTrial:
+    """Edit the top-k neurons of every ranking of one (checkpoint, layer, language, attribute) on that language's
+    words (`probing.interventions`); cross-lingually, also those of the other languages' rankings.
+
+    ``rankings`` lists (language, method, fingerprint) of every rankings file it reads, so a re-ranked method
+    reruns it. Its units (`units`) are written one file each: on dev, translation with every β of
+    ``betas`` for each own top-to-bottom ranking (only when there is a β to choose); on test, every own
+    ranking and its reverse over the k grid, and each other language's top-to-bottom ranking at ``cross_k``.
+    ``cross_k`` and ``cross_k_fraction`` resolve to a k with the width (`ray_jobs.config.resolve_k`);
+    ``lexicon`` is the signature of the language's UD files, which the lexicon is read from (``ud_dir``).
+    """
+
+    model: str
+    checkpoint: str
+    layer: int
+    language: str
+    attribute: str
+    seed: int
+    source: str = field(metadata=LOCATION)
+    rankings: tuple[tuple[str, str, str], ...]
+    interventions: tuple[str, ...]
+    k_grid: tuple[int, ...]
+    betas: tuple[float, ...]
+    cross_k: int
+    cross_k_fraction: float | None
+    max_words: int | None
+    readout: str
+    batch_tokens: int
+    compute_dtype: str
+    words_fingerprint: str
+    sentences_fingerprint: str
+    activation_fingerprint: str
+    lexicon: tuple
+    versions: tuple[int, ...] = ()
+    ud_dir: str = field(default="", metadata=LOCATION)
+
+    @property
+    def key(self) -> dict:
+        """The partition columns of its rows."""
+        return {column: getattr(self, column) for column in LAYOUT["interventions"]}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_fields(self, "interventions")
+
+    @property
+    def label(self) -> str:
+        return key_label(**self.key, seed=self.seed)
+
+    def units(self) -> list[InterventionUnit]:
+        """Its files: dev (β to choose), then own rankings and their reverses, then other languages' rankings."""
+        from probing.rankers import RANKERS
+
+        own = [m for language, m, _ in self.rankings if language == self.language]
+        dev = [InterventionUnit("dev", self.language, m, "ttb") for m in own] if len(self.betas) > 1 else []
+        test = [
+            InterventionUnit("test", self.language, m, direction)
+            for m in own
+            for direction in (("ttb", "btt") if RANKERS[m].reversible else ("ttb",))
+        ]
+        cross = [
+            InterventionUnit("test", language, m, "ttb")
+            for language, m, _ in self.rankings
+            if language != self.language
+        ]
+        return dev + test + cross
+
+    def unit_path(self, store: Store, unit: InterventionUnit) -> str:
+        part = f"seed-{self.seed}-{unit.split}-{unit.source_language}-{unit.method}-{unit.direction}"
+        return store.path("interventions", part=part, **self.key)
+
+    def unit_fingerprint(self, unit: InterventionUnit) -> str:
+        return fingerprint(self.fingerprint, *unit)
+
+    def is_done(self, store: Store) -> bool:
+        return all(store.done(self.unit_path(store, u), self.unit_fingerprint(u)) for u in self.units())
+
+    def activation_path(self, store: Store) -> str:
+        """The activations of its language at its checkpoint and layer (the mean vectors of translation)."""
+        return store.path("activations", **{column: getattr(self, column) for column in LAYOUT["activations"]})
+
+    def ranking_path(self, store: Store, language: str, method: str) -> str:
+        """The rankings file of one language's method at this trial's checkpoint, layer, attribute and seed."""
+        return rankings_path(store, {**self.key, "language": language, "method": method}, self.seed)

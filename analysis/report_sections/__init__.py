@@ -10,6 +10,7 @@ from __future__ import annotations
 from analysis.report_sections.datasets import DATASETS
 from analysis.report_sections.failures import FAILURES
 from analysis.report_sections.findings import FINDINGS
+from analysis.report_sections.interventions import INTERVENTIONS
 from analysis.report_sections.lottery import LOTTERY
 from analysis.report_sections.overlap import HEATMAPS, METHOD_AGREEMENT, TRAJECTORY
 from analysis.report_sections.overview import OVERVIEW
@@ -29,6 +30,7 @@ SECTIONS: list[ReportSection] = [
     PROBING,
     TRANSFER,
     LOTTERY,
+    INTERVENTIONS,
     METHOD_AGREEMENT,
     FAILURES,
     QUERIES,

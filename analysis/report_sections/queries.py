@@ -15,6 +15,10 @@ EXAMPLE_QUERIES = [
     "-- probe accuracy at k = 50 per method and classifier (ranking quality apart from probe quality)\n"
     "SELECT method, direction, classifier, round(avg(accuracy), 3) AS accuracy, round(avg(selectivity), 3) AS sel\n"
     "FROM probe_metrics WHERE k = 50 GROUP BY ALL ORDER BY classifier, accuracy DESC;",
+    "-- which ranking reaches the highest CLWV with the fewest neurons (translation, paper 003 Table 1)\n"
+    "SELECT layer, attribute, method, round(avg(clwv_at_saturation), 3) AS clwv, round(avg(saturation_k), 1) AS k\n"
+    "FROM intervention_saturation WHERE intervention = 'translation' AND split = 'test' AND direction = 'ttb'\n"
+    "GROUP BY ALL ORDER BY clwv DESC, k;",
 ]
 
 

@@ -36,6 +36,13 @@ class ReportContext:
         columns = [c[0] for c in result.description]
         return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
 
+    def grouped(self, sql: str, by: tuple[str, ...]) -> dict[tuple, list[dict]]:
+        """A query's rows as dicts, grouped by their values of the columns ``by``, groups in the rows' order."""
+        groups: dict[tuple, list[dict]] = {}
+        for row in self.records(sql):
+            groups.setdefault(tuple(row[c] for c in by), []).append(row)
+        return groups
+
 
 @dataclass(frozen=True)
 class ReportSection:
