@@ -6,6 +6,7 @@ Each stage also runs as ``python -m ray_jobs.<stage>``.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from ray_jobs.stages import STAGES
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
         print("usage: xling COMMAND [--config C] [...]\n\ncommands:\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return entry_point(argv[0])(argv[1:])
+    try:
+        return entry_point(argv[0])(argv[1:])
+    except BrokenPipeError:  # the reader closed the pipe (`xling sql ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 if __name__ == "__main__":
