@@ -2,8 +2,8 @@
 
 Damage to a stored Parquet file comes in three kinds: ``truncate`` (the second half cut off, as by a
 full disk or a killed copy), ``garble`` (a run of bytes overwritten where the first column's pages
-begin, size kept) and ``flip`` (one bit flipped in the middle of the first column's pages: only its
-page checksum tells). Two studies are identical when every table has the same rows, except the
+begin, size kept) and ``flip`` (one bit flipped in the first column's page data: only its page
+checksum tells). Two studies are identical when every table has the same rows, except the
 columns that measure time and the text of real failures (`comparable`). `fill_the_disk` runs a
 study's rerun on a tmpfs too small for it, then again after growing it.
 """
@@ -53,10 +53,11 @@ def garble(path: Path) -> None:
 
 
 def flip(path: Path) -> None:
-    """Flip one bit in the middle of the first column's pages (of the file when it has none)."""
+    """Flip one bit in the last byte of the first column's pages, which is page data (a flip in a page
+    header may hit only its statistics, harmless and unseen); the middle of a file without pages."""
     data = bytearray(path.read_bytes())
     chunk = _first_column_chunk(path)
-    position = (chunk[0] + chunk[1]) // 2 if chunk else len(data) // 2
+    position = chunk[1] - 1 if chunk else len(data) // 2
     data[position] ^= 0x04
     path.write_bytes(bytes(data))
 
