@@ -130,9 +130,30 @@ def finished_rounds(store: Store, trial: LotteryTrial, rounds: int) -> int:
 
 
 def lottery_done(store: Store, trial: LotteryTrial) -> bool:
-    """Every round and every control stored (the random mask of the highest sparsity is written last)."""
-    top = max(trial.params.sparsities)
-    return store.done(trial.mask_path(store, "random", top), trial.fingerprint)
+    """Every round, and every mask of every target sparsity, stored with the trial's fingerprint."""
+    params = trial.params
+    masks = [trial.mask_path(store, kind, s) for s in params.sparsities for kind in MASK_KINDS]
+    rounds = [trial.round_path(store, r) for r in range(params.rounds)]
+    return all(store.done(path, trial.fingerprint) for path in rounds + masks)
+
+
+def resume_point(store: Store, trial: LotteryTrial) -> tuple[int, dict | None]:
+    """The round to start at and its mask (None: round 0's, all kept). A run resumes after its last stored
+    round from the stored next mask; it starts over when that mask, or an IMP mask of a target sparsity
+    that an earlier round wrote, is missing or damaged (IMP is deterministic, so the redone rounds are the
+    same)."""
+    params, fp = trial.params, trial.fingerprint
+    start = finished_rounds(store, trial, params.rounds)
+    written = [s for s, r in params.target_rounds().items() if r <= start]
+    if any(not store.done(trial.mask_path(store, "imp", s), fp) for s in written):
+        return 0, None
+    if start in (0, params.rounds):
+        return start, None
+    if store.done(trial.mask_path(store, "resume"), fp):
+        packed, round_index, _ = read_packed(store, trial.mask_path(store, "resume"))
+        if round_index == start:
+            return start, unpack_mask(packed)
+    return 0, None
 
 
 # --- the trials -----------------------------------------------------------------------------------
@@ -155,12 +176,7 @@ def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_g
     source, revision = loadable_checkpoint(store, trial.source, trial.checkpoint)
     run = prepare(trial.task, source, revision, trial.data_dir, trial.language, params, _device(num_gpus, threads))
     layers = {w.name: w.layer for w in run.weights}
-    start = finished_rounds(store, trial, params.rounds)
-    mask = None
-    if 0 < start < params.rounds and store.done(trial.mask_path(store, "resume"), fp):
-        packed, round_index, _ = read_packed(store, trial.mask_path(store, "resume"))
-        mask = unpack_mask(packed) if round_index == start else None
-    start = start if mask is not None or start == params.rounds else 0
+    start, mask = resume_point(store, trial)
     targets = {r: s for s, r in params.target_rounds().items()}
     busy = 0.0
     for result in run_imp(run, params, start_round=start, mask=mask):
@@ -183,6 +199,8 @@ def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_g
         store.write(rows_table("lottery_rounds", [row]), trial.round_path(store, result.round), fp)
         busy += result.seconds
     for target, round_index in sorted(params.target_rounds().items()):
+        if all(store.done(trial.mask_path(store, kind, target), fp) for kind in MASK_KINDS):
+            continue
         imp = unpack_mask(read_packed(store, trial.mask_path(store, "imp", target))[0])
         controls = {
             "one_shot": one_shot_mask(run, sparsity_after(params.schedule, round_index)),

@@ -108,6 +108,12 @@ def test_a_rerun_does_nothing_and_lost_rounds_are_redone_identically(study):
     assert lottery.finished_rounds(store, trial, 9) == 9 and lottery.lottery_done(store, trial)
     after = store.read("masks", path=trial.mask_path(store, "imp", 0.8)).column("checksum").to_pylist()
     assert after == before  # resumed from round 7's stored mask: the same sub-network
+    store.fs.delete_file(trial.mask_path(store, "imp", 0.5))  # lost after its round: IMP is redone from round 0
+    assert not lottery.lottery_done(store, trial) and lottery.resume_point(store, trial) == (0, None)
+    lottery.run_lottery_trial(store, trial)
+    assert lottery.lottery_done(store, trial)
+    again = store.read("masks", path=trial.mask_path(store, "imp", 0.8)).column("checksum").to_pylist()
+    assert again == before
 
 
 def test_asking_for_lora_in_the_lottery_is_a_config_error(tmp_path, ud_dir, tiny_bloom_dir):
