@@ -12,7 +12,7 @@ from bench.fault_injection import damage_every_table, differences, fill_the_disk
 from ray_jobs import pipeline
 from ray_jobs.lease import BUSY_EXIT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.campaign]
 
 
 def test_a_second_run_on_the_study_is_refused_naming_the_first(tiny_study):

@@ -158,6 +158,7 @@ def single_node_probe(study: Path, tmp_path: Path, ud_dir: Path) -> Path:
     return copy
 
 
+@pytest.mark.campaign
 def test_a_study_on_two_nodes_survives_losing_one_mid_probe_and_a_resubmitted_job_does_no_work(
     cluster, ray_cluster, tmp_path, ud_dir, monkeypatch
 ):
