@@ -122,11 +122,10 @@ def read_packed(store: Store, path: str) -> tuple[dict[str, PackedTensor], int, 
 
 
 def finished_rounds(store: Store, trial: LotteryTrial, rounds: int) -> int:
-    """How many rounds, from round 0 on, are stored for this trial."""
-    for round_index in range(rounds):
-        if not store.done(trial.round_path(store, round_index), trial.fingerprint):
-            return round_index
-    return rounds
+    """How many rounds, from round 0 on, are stored for this trial (every round's file is checked, so each
+    damaged one is found and set aside)."""
+    stored = [store.done(trial.round_path(store, r), trial.fingerprint) for r in range(rounds)]
+    return stored.index(False) if False in stored else rounds
 
 
 def lottery_done(store: Store, trial: LotteryTrial) -> bool:
@@ -134,7 +133,7 @@ def lottery_done(store: Store, trial: LotteryTrial) -> bool:
     params = trial.params
     masks = [trial.mask_path(store, kind, s) for s in params.sparsities for kind in MASK_KINDS]
     rounds = [trial.round_path(store, r) for r in range(params.rounds)]
-    return all(store.done(path, trial.fingerprint) for path in rounds + masks)
+    return all([store.done(path, trial.fingerprint) for path in rounds + masks])  # every file checked
 
 
 def resume_point(store: Store, trial: LotteryTrial) -> tuple[int, dict | None]:
@@ -145,7 +144,7 @@ def resume_point(store: Store, trial: LotteryTrial) -> tuple[int, dict | None]:
     params, fp = trial.params, trial.fingerprint
     start = finished_rounds(store, trial, params.rounds)
     written = [s for s, r in params.target_rounds().items() if r <= start]
-    if any(not store.done(trial.mask_path(store, "imp", s), fp) for s in written):
+    if not all([store.done(trial.mask_path(store, "imp", s), fp) for s in written]):
         return 0, None
     if start in (0, params.rounds):
         return start, None
@@ -199,7 +198,7 @@ def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_g
         store.write(rows_table("lottery_rounds", [row]), trial.round_path(store, result.round), fp)
         busy += result.seconds
     for target, round_index in sorted(params.target_rounds().items()):
-        if all(store.done(trial.mask_path(store, kind, target), fp) for kind in MASK_KINDS):
+        if all([store.done(trial.mask_path(store, kind, target), fp) for kind in MASK_KINDS]):
             continue
         imp = unpack_mask(read_packed(store, trial.mask_path(store, "imp", target))[0])
         controls = {
@@ -376,7 +375,7 @@ def run_mask_overlaps(store: Store, trials: list[LotteryTrial]) -> bool:
         return False
     fp = fingerprint("mask_overlaps", sorted((str(k), store.stored_fingerprint(p)) for k, p in paths.items()))
     models = sorted({k[0] for k in paths})
-    if all(store.done(store.path("mask_overlaps", model=m), fp) for m in models):
+    if all([store.done(store.path("mask_overlaps", model=m), fp) for m in models]):
         return False
     groups: dict[tuple, dict[tuple, str]] = defaultdict(dict)
     for key, path in paths.items():
@@ -416,7 +415,7 @@ def run_neuron_survival(config: StudyConfig, store: Store, trials: list[LotteryT
         sorted(json.dumps({c: r[c] for c in columns}, default=str) for r in rankings),
     )
     models = sorted({k[0] for k in paths})
-    if all(store.done(store.path("neuron_survival", model=m), fp) for m in models):
+    if all([store.done(store.path("neuron_survival", model=m), fp) for m in models]):
         return False
     survival: dict[tuple, np.ndarray] = {}
     rows: dict[str, list[dict]] = defaultdict(list)
@@ -465,7 +464,7 @@ def run(context: StudyContext) -> StageResult:
         transfer_trials(config, [t for t in trials if lottery_done(store, t)]) if config.lottery.transfer else []
     )
     waiting = [
-        t for t in transfers if any(not store.done(t.unit_path(store, *u), t.unit_fingerprint(*u)) for u in t.units())
+        t for t in transfers if not all([store.done(t.unit_path(store, *u), t.unit_fingerprint(*u)) for u in t.units()])
     ]
     print(f"[lottery] {len(transfers)} sub-network transfer trials, {len(waiting)} to run")
     moved, transfer_busy = _sweep(context, "lottery-transfer", waiting, failures)
