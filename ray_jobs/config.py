@@ -354,6 +354,48 @@ class InterventionsConfig:
         reject(problems)
 
 
+#: What to install for ``tracking.mlflow`` (the project's optional extra).
+TRACKING_INSTALL = "pip install -e .[tracking]"
+
+
+@dataclass(frozen=True)
+class MLflowConfig:
+    """Where the Tune stages log their trials in MLflow (`ray_jobs.tracking`).
+
+    ``tracking_uri`` goes to MLflow as written: a server (``http://host:5000``), a database
+    (``sqlite:///abs/mlflow.db``) or a file store (``file:///abs/mlruns``); the driver logs, so a file store
+    lies on the driver's machine. ``experiment_name`` defaults to the study's name.
+    """
+
+    tracking_uri: str
+    experiment_name: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.tracking_uri.strip():
+            problems.append("tracking_uri: expected an MLflow tracking URI (e.g. file:///abs/mlruns), got ''")
+        if self.experiment_name is not None and not self.experiment_name.strip():
+            problems.append("experiment_name: expected a name or null (the study's name), got ''")
+        reject(problems)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking of the Tune trials; none when ``mlflow`` is absent. Never part of a result."""
+
+    mlflow: MLflowConfig | None = None
+
+    def __post_init__(self) -> None:
+        reject(mlflow_problems(self.mlflow, importlib.util.find_spec("mlflow") is not None))
+
+
+def mlflow_problems(mlflow: MLflowConfig | None, installed: bool) -> list[str]:
+    """Asking for MLflow tracking without the mlflow package (an optional extra) is a problem."""
+    if mlflow is None or installed:
+        return []
+    return [f"mlflow: needs the mlflow package, which is not installed ({TRACKING_INSTALL}), or remove tracking.mlflow"]
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """A whole study; ``protocol`` names the preset its choices were resolved from (``probing.protocols``)."""
@@ -372,6 +414,7 @@ class StudyConfig:
     transfer: TransferConfig | None = None
     lottery: LotteryConfig | None = None
     interventions: InterventionsConfig | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def model_revisions(spec: ModelSpec) -> tuple[str, ...]:
