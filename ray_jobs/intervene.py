@@ -237,6 +237,7 @@ def intervention_trainable(config: dict) -> None:
 def run(context: StudyContext) -> StageResult:
     """Every (checkpoint, layer, language, attribute) with stored rankings and an unfinished unit, as a sweep."""
     from ray_jobs.sweep import run_trials
+    from ray_jobs.tracking import tracking_callbacks
 
     config, store, failures = context.config, context.store, context.failures_of("intervene")
     trials = intervention_trials(config, store, context.sources, context.data_fps)
@@ -244,8 +245,9 @@ def run(context: StudyContext) -> StageResult:
     print(f"[intervene] {len(trials)} trials, {len(trials) - len(pending)} already stored, {len(pending)} to run")
     if not pending:
         return StageResult(0, len(trials))
+    callbacks = tracking_callbacks(config, "intervene")
     finished, busy = run_trials(
-        "intervene", intervention_trainable, pending, config.interventions.resources, store, failures
+        "intervene", intervention_trainable, pending, config.interventions.resources, store, failures, callbacks
     )
     return StageResult(finished, len(trials) - len(pending), busy_seconds=busy)
 

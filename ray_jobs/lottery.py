@@ -166,7 +166,8 @@ def _device(num_gpus: float, threads: int) -> str:
 
 
 def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_gpus: float = 0.0) -> dict:
-    """Every unfinished IMP round of one trial, then its controls; return the seconds spent in rounds."""
+    """Every unfinished IMP round of one trial, then its controls; return the seconds spent in rounds and, for
+    tracking, each round's dev metric and sparsity (``dev_metric/round-<r>``, ``sparsity/round-<r>``)."""
     from lottery.imp import one_shot_mask, prepare, run_imp
     from lottery.masks import random_mask_like
     from lottery.schedules import sparsity_after
@@ -177,7 +178,7 @@ def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_g
     layers = {w.name: w.layer for w in run.weights}
     start, mask = resume_point(store, trial)
     targets = {r: s for s, r in params.target_rounds().items()}
-    busy = 0.0
+    busy, rounds = 0.0, {}
     for result in run_imp(run, params, start_round=start, mask=mask):
         upcoming = result.round + 1
         packed = pack_mask(result.next_mask)
@@ -197,6 +198,7 @@ def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_g
         }
         store.write(rows_table("lottery_rounds", [row]), trial.round_path(store, result.round), fp)
         busy += result.seconds
+        rounds |= {f"{name}/round-{result.round:03d}": float(row[name]) for name in ("dev_metric", "sparsity")}
     for target, round_index in sorted(params.target_rounds().items()):
         if all([store.done(trial.mask_path(store, kind, target), fp) for kind in MASK_KINDS]):
             continue
@@ -208,7 +210,7 @@ def run_lottery_trial(store: Store, trial: LotteryTrial, threads: int = 1, num_g
         for kind, control in controls.items():
             rows = mask_rows(pack_mask(control), layers, trial.seed, kind, round_index, target)
             store.write(rows_table("masks", rows), trial.mask_path(store, kind, target), fp)
-    return {"status": "ok", "compute_seconds": busy}
+    return {"status": "ok", "compute_seconds": busy, **rounds}
 
 
 def _seed_key(trial: LotteryTrial | SubnetworkTransferTrial, purpose: str) -> dict:
@@ -224,7 +226,8 @@ def _seed_key(trial: LotteryTrial | SubnetworkTransferTrial, purpose: str) -> di
 
 
 def run_transfer_trial(store: Store, trial: SubnetworkTransferTrial, threads: int = 1, num_gpus: float = 0.0) -> dict:
-    """Every unfinished unit of one target's sub-network transfer; return the seconds spent fine-tuning."""
+    """Every unfinished unit of one target's sub-network transfer; return the seconds spent fine-tuning and, for
+    tracking, each unit's score (``score/<kind>/<source language>/<sparsity>``)."""
     from lottery.imp import prepare
     from lottery.masks import random_mask_like
     from lottery.transfer import subnetwork_transfer
@@ -235,7 +238,7 @@ def run_transfer_trial(store: Store, trial: SubnetworkTransferTrial, threads: in
         return {"status": "ok", "compute_seconds": 0.0}
     run = prepare(trial.task, source, revision, trial.data_dir, trial.target, trial.params, _device(num_gpus, threads))
     key = {"model": trial.model, "checkpoint": trial.checkpoint, "task": trial.task}
-    busy = 0.0
+    busy, scores = 0.0, {}
     for kind, language, sparsity in pending:
         if kind == "dense":
             mask = None
@@ -258,7 +261,8 @@ def run_transfer_trial(store: Store, trial: SubnetworkTransferTrial, threads: in
         path = trial.unit_path(store, kind, language, sparsity)
         store.write(rows_table("subnetwork_transfer", [row]), path, trial.unit_fingerprint(kind, language, sparsity))
         busy += score.seconds
-    return {"status": "ok", "compute_seconds": busy}
+        scores[f"score/{kind}/{language}/{sparsity:.4f}"] = float(score.score)
+    return {"status": "ok", "compute_seconds": busy, **scores}
 
 
 def lottery_trainable(config: dict) -> None:
@@ -304,8 +308,10 @@ def transfer_trials(config: StudyConfig, done: list[LotteryTrial]) -> list[Subne
 def _sweep(context: StudyContext, name: str, trials: list, failures) -> tuple[int, float]:
     """Run trials as a Ray Tune sweep; record the failed ones; return (finished, busy CPU-seconds)."""
     from ray_jobs.sweep import run_trials
+    from ray_jobs.tracking import tracking_callbacks
 
-    return run_trials(name, lottery_trainable, trials, context.config.lottery.resources, context.store, failures)
+    resources, callbacks = context.config.lottery.resources, tracking_callbacks(context.config, name)
+    return run_trials(name, lottery_trainable, trials, resources, context.store, failures, callbacks)
 
 
 # --- overlaps and survival ------------------------------------------------------------------------

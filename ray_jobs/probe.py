@@ -209,7 +209,20 @@ def partition_trainable(config: dict) -> None:
     spec = config["spec"]
     began = time.perf_counter()
     results = run_partition(spec["store"], spec["units"], spec["threads"], spec["num_gpus"])
-    tune.report({"units": json.dumps(results), "trial_seconds": time.perf_counter() - began})
+    report = {"units": json.dumps(results), "trial_seconds": time.perf_counter() - began}
+    tune.report({**report, **unit_metrics(spec["units"], results)})
+
+
+def unit_metrics(units: list[ProbeTrial], results: list[dict]) -> dict[str, float]:
+    """A partition trial's numbers (what experiment tracking logs): its units per outcome, their compute seconds,
+    and each ranking's best top-to-bottom accuracy at k or below (``accuracy_at_k/<attribute>/<method>/seed-<s>``)."""
+    outcomes = Counter(result["status"] for result in results)
+    metrics = {f"units_{status}": float(outcomes[status]) for status in ("ok", "stored", "cannot_probe", "error")}
+    metrics["compute_seconds"] = float(sum(result.get("compute_seconds", 0.0) for result in results))
+    for unit, result in zip(units, results, strict=True):
+        if result["status"] == "ok":
+            metrics[f"accuracy_at_k/{unit.attribute}/{unit.method}/seed-{unit.seed}"] = float(result["accuracy_at_k"])
+    return metrics
 
 
 def run(context: StudyContext) -> StageResult:
@@ -221,6 +234,7 @@ def run(context: StudyContext) -> StageResult:
     over wall seconds × CPUs.
     """
     from ray_jobs.sweep import run_sweep
+    from ray_jobs.tracking import tracking_callbacks
 
     config, store, failures = context.config, context.store, context.failures_of("probe")
     trials = probe_trials(config, context.sources, context.data_fps)
@@ -240,9 +254,9 @@ def run(context: StudyContext) -> StageResult:
     resources = config.probing.resources
     specs = [sweep_spec(store, "/".join(map(str, key)), units, resources) for key, units in groups.items()]
     began = time.perf_counter()
-    results = run_sweep(
-        "probe", partition_trainable, {"cpu": resources.num_cpus, "gpu": resources.num_gpus}, specs, store, True
-    )
+    requests = {"cpu": resources.num_cpus, "gpu": resources.num_gpus}
+    callbacks = tracking_callbacks(config, "probe")
+    results = run_sweep("probe", partition_trainable, requests, specs, store, True, callbacks)
     wall = time.perf_counter() - began
     cannot: Counter[str] = Counter()
     compute = 0.0

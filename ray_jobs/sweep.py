@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ray import tune
 from tqdm import tqdm
@@ -39,9 +39,17 @@ class TrialProgress(tune.Callback):
 
 
 def run_sweep(
-    stage: str, trainable: Callable, resources: dict, specs: list[dict], store: Store, reuse_actors: bool = False
+    stage: str,
+    trainable: Callable,
+    resources: dict,
+    specs: list[dict],
+    store: Store,
+    reuse_actors: bool = False,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> tune.ResultGrid:
     """Run one trial per spec (it gets ``config["spec"]``); Tune's own files go under the store's local ``_tune``.
+
+    ``callbacks`` are added to the progress bar (the study's tracking, `ray_jobs.tracking.tracking_callbacks`).
 
     A trial whose worker is lost (its node died) is retried up to `TRIAL_RETRIES` times; the trainables
     report their own errors as results, so that an error of the work itself is not retried.
@@ -54,7 +62,7 @@ def run_sweep(
             storage_path=str(store.local_dir() / "_tune"),
             name=f"{stage}-{int(time.time())}",
             verbose=0,
-            callbacks=[TrialProgress(len(specs), stage)],
+            callbacks=[TrialProgress(len(specs), stage), *callbacks],
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
         ),
     )
@@ -62,12 +70,18 @@ def run_sweep(
 
 
 def run_trials(
-    name: str, trainable: Callable, trials: list, resources: Resources, store: Store, failures: Failures
+    name: str,
+    trainable: Callable,
+    trials: list,
+    resources: Resources,
+    store: Store,
+    failures: Failures,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> tuple[int, float]:
     """Run trials (each with a ``label``) as a sweep, each with ``resources``; record the failed ones in ``failures``.
 
     The trainable gets ``config["spec"]`` with the store, the trial, its threads and GPUs, and reports
-    ``compute_seconds``. Returns (trials finished, busy CPU-seconds).
+    ``compute_seconds``; ``callbacks`` go to `run_sweep`. Returns (trials finished, busy CPU-seconds).
     """
     if not trials:
         return 0, 0.0
@@ -81,7 +95,8 @@ def run_trials(
         }
         for t in trials
     ]
-    results = run_sweep(name, trainable, {"cpu": resources.num_cpus, "gpu": resources.num_gpus}, specs, store)
+    requests = {"cpu": resources.num_cpus, "gpu": resources.num_gpus}
+    results = run_sweep(name, trainable, requests, specs, store, callbacks=callbacks)
     finished, busy = 0, 0.0
     for result in results:
         trial = result.config["spec"]["trial"]

@@ -85,7 +85,9 @@ def run_transfer_trial(store: Store, trial: TransferTrial, threads: int) -> dict
     table = rows_table("transfer", [{c: r[c] for c in columns} for r in rows])
     store.write(table, trial.path(store), trial.fingerprint)
     english = [r["value"] for r in rows if r["target_language"] == r["source_language"] and r["metric"] == "accuracy"]
-    return {"status": "ok", "seconds": time.perf_counter() - began, "english_accuracy": english[0] if english else 0.0}
+    scores = {f"{r['metric']}/{r['target_language']}": float(r["value"]) for r in rows}  # what tracking logs
+    seconds = time.perf_counter() - began
+    return {"status": "ok", "seconds": seconds, "english_accuracy": english[0] if english else 0.0, **scores}
 
 
 def _trainable(config: dict) -> None:
@@ -108,6 +110,7 @@ def _trainable(config: dict) -> None:
 def run(context: StudyContext) -> StageResult:
     """Run every unfinished (checkpoint, task) trial as a Ray Tune sweep."""
     from ray_jobs.sweep import run_sweep
+    from ray_jobs.tracking import tracking_callbacks
 
     config, store, failures = context.config, context.store, context.failures_of("transfer")
     trials = transfer_trials(config, context.sources)
@@ -118,7 +121,10 @@ def run(context: StudyContext) -> StageResult:
     gpus = transfer_gpus(config, node_shapes())
     threads = int(config.transfer.num_cpus)
     specs = [{"label": t.label, "store": store, "trial": t, "threads": threads} for t in pending]
-    results = run_sweep("transfer", _trainable, {"cpu": config.transfer.num_cpus, "gpu": gpus}, specs, store)
+    requests = {"cpu": config.transfer.num_cpus, "gpu": gpus}
+    results = run_sweep(
+        "transfer", _trainable, requests, specs, store, callbacks=tracking_callbacks(config, "transfer")
+    )
     done, busy = 0, 0.0
     for result in results:
         trial = result.config["spec"]["trial"]
