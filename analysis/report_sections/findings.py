@@ -1,7 +1,9 @@
-"""What the study found, first: controls, rankings against random, overlap against chance, transfer.
+"""What the study found, first: controls, rankings against random, overlap against chance, transfer,
+interventions and sub-networks.
 
-The sentences come from analysis/findings.py; this section gathers their inputs from whichever of
-the overlap, probing and correlation views the study has.
+The sentences come from analysis/findings.py, findings_interventions.py and findings_lottery.py; this
+section gathers their inputs from whichever of the overlap, probing, correlation, intervention and
+lottery views the study has.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from analysis.findings import (
     pooled_trend_findings,
     transfer_findings,
 )
+from analysis.findings_interventions import comparison_rows, intervention_findings
+from analysis.findings_lottery import mask_findings
+from analysis.findings_lottery import transfer_findings as ticket_findings
 from analysis.report import Section, Table
 from analysis.report_sections.probing import evaluated_k
 from analysis.report_sections.section import ReportContext, ReportSection
 
-TOPIC_ORDER = {"controls": 0, "rankings": 1, "overlap": 2, "trend": 3, "transfer": 4}
+TOPIC_ORDER = {"controls": 0, "rankings": 1, "overlap": 2, "trend": 3, "transfer": 4, "interventions": 5, "lottery": 6}
 
 
 def build(context: ReportContext) -> Section:
@@ -70,8 +75,21 @@ def build(context: ReportContext) -> Section:
         )
     if "correlations" in views:
         findings += transfer_findings(context.records("SELECT * FROM correlations"))
+    if "intervention_rates" in views:
+        findings += intervention_findings(
+            comparison_rows(context.records("SELECT * FROM intervention_rates")), context.study["k"]
+        )
+    if "mask_overlap_summary" in views:
+        findings += mask_findings(context.records("SELECT * FROM mask_overlap_summary"))
+    if "subnetwork_transfer" in views:
+        findings += ticket_findings(context.records("SELECT * FROM subnetwork_transfer"))
     section.paragraphs += [f.sentence for f in sorted(findings, key=lambda f: TOPIC_ORDER[f.topic])]
     return section
 
 
-FINDINGS = ReportSection("findings", ("overlap_pairs", "probe_metrics"), build, needs_any=True)
+FINDINGS = ReportSection(
+    "findings",
+    ("overlap_pairs", "probe_metrics", "intervention_rates", "mask_overlap_summary", "subnetwork_transfer"),
+    build,
+    needs_any=True,
+)
