@@ -26,8 +26,15 @@ PYTHONS = ["3.10", "3.11", "3.12"]
 
 
 def _pyproject_requirements() -> list[Requirement]:
+    """The runtime and dev requirements, the extras the dev extra names of the project itself expanded."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    own = canonicalize_name(project["name"])
+    extras = project["optional-dependencies"]
+    listed = [Requirement(r) for r in project["dependencies"] + extras["dev"]]
+    itself = [r for r in listed if canonicalize_name(r.name) == own]
+    return [r for r in listed if r not in itself] + [
+        Requirement(r) for req in itself for extra in sorted(req.extras) for r in extras[extra]
+    ]
 
 
 def _lock() -> list[Requirement]:
