@@ -4,6 +4,10 @@
 hive-partitioned files), so it stays small, always shows the current files, and opens in the duckdb
 CLI as well as in Python. ``xling sql`` does not use it: `open_locked` gives a user's SQL an in-memory
 database in which it can read the study's tables and nothing else.
+
+Besides the tables, ``file_metadata`` holds the ``xling.*`` keys of every stored file's footer (its
+fingerprint, row count, provenance and checkpoint digest: `analysis.store`, `analysis.provenance`), and
+the derived view ``provenance`` shows them one row per file.
 """
 
 from __future__ import annotations
@@ -13,16 +17,61 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from analysis.store import Store
+from analysis.provenance import CHECKPOINT_KEY, PROVENANCE_KEY, RUN_FIELDS
+from analysis.store import FINGERPRINT_KEY, ROWS_KEY, Store
 from analysis.tables import LAYOUT, SUMMARY_TABLES
 
 DATABASE_NAME = "results.duckdb"
+
+#: The footer keys of a stored file that ``file_metadata`` holds.
+FILE_KEYS = (FINGERPRINT_KEY, ROWS_KEY, PROVENANCE_KEY, CHECKPOINT_KEY)
+
+#: The schema of ``file_metadata``: one row per key of a file.
+FILE_METADATA_SCHEMA = pa.schema([(name, pa.string()) for name in ("table_name", "path", "key", "value")])
+
+
+def _file_key(key: bytes, column: str) -> str:
+    """The value of one footer key of a file in ``file_metadata``, as the column ``column``."""
+    return f"any_value(value) FILTER (WHERE key = '{key.decode()}') AS {column}"
+
+
+def _run_field(name: str) -> str:
+    """One field of a file's run provenance (JSON), as a column of its own."""
+    value = f"json_extract_string(run, '$.{name}')"
+    return f"CAST({value} AS BOOLEAN) AS {name}" if name == "git_dirty" else f"{value} AS {name}"
 
 
 #: Views over other views, created when the views they read exist. The transfer joins pair each
 #: checkpoint's overlap (averaged over the study's layers, attributes and seeds) with its scores.
 DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
+    # A checkpoint whose weights digest equals another's is a duplicate of the first of them by (step, model,
+    # checkpoint): a revision branch that holds another step's weights.
+    "checkpoints": (
+        ("checkpoint_weights",),
+        """
+        SELECT model, checkpoint, step, weights_sha256,
+               CASE WHEN row_number() OVER w > 1 THEN first_value(concat(model, '@', checkpoint)) OVER w END
+                   AS duplicate_of,
+               format, files, tensors, size_bytes
+        FROM checkpoint_weights
+        WINDOW w AS (PARTITION BY weights_sha256 ORDER BY step NULLS LAST, model, checkpoint)""",
+    ),
+    # One row per stored file: its table, path, fingerprint, rows, the provenance of the run that wrote it
+    # (null where a file predates provenance) and the weights digest of its checkpoint where it has one.
+    "provenance": (
+        ("file_metadata",),
+        f"""
+        WITH f AS (SELECT table_name, path, {_file_key(FINGERPRINT_KEY, "fingerprint")},
+                          {_file_key(ROWS_KEY, "n_rows")}, {_file_key(PROVENANCE_KEY, "run")},
+                          {_file_key(CHECKPOINT_KEY, "checkpoint_sha256")}
+                   FROM file_metadata GROUP BY ALL)
+        SELECT table_name, path, fingerprint, CAST(n_rows AS BIGINT) AS n_rows,
+               {", ".join(_run_field(name) for name in RUN_FIELDS)}, checkpoint_sha256
+        FROM f""",
+    ),
     "overlap_transfer_average": (
         ("overlap_summary", "transfer"),
         """
@@ -164,6 +213,37 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def file_metadata_sql(store: Store, tables: list[str]) -> str:
+    """``file_metadata`` as DuckDB reads it from the files in place (``parquet_kv_metadata``)."""
+    keys = ", ".join(f"{sql_string(key.decode())}::BLOB" for key in FILE_KEYS)
+    return " UNION ALL ".join(
+        f"SELECT {sql_string(table)} AS table_name, file_name AS path, decode(key) AS key, decode(value) AS value "
+        f"FROM parquet_kv_metadata({sql_string(table_glob(store, table))}) WHERE key IN ({keys})"
+        for table in tables
+    )
+
+
+def file_metadata_table(store: Store) -> pa.Table:
+    """``file_metadata`` read through the store's filesystem (local or remote): every file's footer."""
+    rows = []
+    for table in study_tables(store):
+        for path in store.table_files(table):
+            with store.fs.open_input_file(path) as handle:
+                metadata = pq.ParquetFile(handle).metadata.metadata or {}
+            rows += [
+                {"table_name": table, "path": store.uri(path), "key": key.decode(), "value": metadata[key].decode()}
+                for key in FILE_KEYS
+                if key in metadata
+            ]
+    return pa.Table.from_pylist(rows, schema=FILE_METADATA_SCHEMA)
+
+
+def reads_file_metadata(sql: str) -> bool:
+    """Whether a query names a view over the files' footers (which `open_locked` then reads, file by file)."""
+    over = [name for name, (needs, _) in DERIVED_VIEWS.items() if "file_metadata" in needs]
+    return any(name in sql.lower() for name in ("file_metadata", *over))
+
+
 def _create_derived_views(con: duckdb.DuckDBPyConnection, temporary: bool) -> None:
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     for name, (needs, sql) in DERIVED_VIEWS.items():  # in order: a derived view may read one defined above it
@@ -186,12 +266,15 @@ def create_database(store: Store, path: str | Path | None = None) -> Path:
     for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # of a run killed while building it (and its .wal)
         stale.unlink()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tables = study_tables(store)
     with duckdb.connect(str(tmp)) as con:
-        for table in (t for t in LAYOUT if store.table_files(t)):
+        for table in tables:
             con.execute(
                 f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({sql_string(table_glob(store, table))}, '
                 f"hive_partitioning = true, union_by_name = true)"
             )
+        if tables:
+            con.execute(f"CREATE VIEW file_metadata AS {file_metadata_sql(store, tables)}")
         _create_derived_views(con, temporary=False)
     os.replace(tmp, path)
     return path
@@ -214,22 +297,38 @@ def study_tables(store: Store) -> list[str]:
     return [table for table in LAYOUT if store.table_files(table)]
 
 
-def open_locked(store: Store) -> duckdb.DuckDBPyConnection:
+def open_locked(store: Store, file_metadata: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB in which SQL reads the study's tables and can reach nothing else.
 
     The project registers each table as a pyarrow dataset (read through the store's filesystem, local or
-    remote) and creates the derived views; then DuckDB's own access to files, extensions and the network
-    is switched off and its configuration locked. So ``COPY ... TO``, ``ATTACH``, ``EXPORT``,
-    ``INSTALL``, ``read_text``/``read_csv`` of any file fail with a permission error, and nothing a query
-    does outlives the connection.
+    remote), with ``file_metadata`` also the files' footers (`file_metadata_table`, a read per file, so only
+    when asked: `reads_file_metadata`), and creates the derived views; then DuckDB's own access to files,
+    extensions and the network is switched off and its configuration locked. So ``COPY ... TO``,
+    ``ATTACH``, ``EXPORT``, ``INSTALL``, ``read_text``/``read_csv`` of any file fail with a permission
+    error, and nothing a query does outlives the connection.
     """
     con = duckdb.connect()
     for table in study_tables(store):
         con.register(table, store.dataset(table))
+    if file_metadata:
+        con.register("file_metadata", file_metadata_table(store))
     _create_derived_views(con, temporary=False)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def duplicate_checkpoints(store: Store) -> list[tuple[str, str, str]]:
+    """(model, checkpoint, duplicate_of) of every stored checkpoint whose weights are another's (the
+    ``checkpoints`` view), in order."""
+    files = store.intact_files("checkpoint_weights")
+    if not files:
+        return []
+    con = duckdb.connect()
+    con.register("checkpoint_weights", store.dataset("checkpoint_weights", files).to_table())
+    _create_derived_views(con, temporary=True)
+    sql = "SELECT model, checkpoint, duplicate_of FROM checkpoints WHERE duplicate_of IS NOT NULL ORDER BY ALL"
+    return [(str(model), str(checkpoint), original) for model, checkpoint, original in con.execute(sql).fetchall()]
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:

@@ -70,8 +70,8 @@ def _table_html(table: Table, csv_name: str) -> list[str]:
     return [f"<p class='note'>{link}</p>", summary, head, *body, "</table></details>"]
 
 
-def render(title: str, sections: list[Section]) -> str:
-    """The HTML text of a report (tables link their CSV files, `table_files`)."""
+def render(title: str, sections: list[Section], footer: str = "") -> str:
+    """The HTML text of a report (tables link their CSV files, `table_files`), ``footer`` at its end."""
     csv_names = {id(table): name for name, table in table_files(sections)}
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -88,11 +88,13 @@ def render(title: str, sections: list[Section]) -> str:
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
         parts += [f"<pre>{html.escape(c)}</pre>" for c in section.code]
+    if footer:
+        parts.append(f"<footer><p class='note'>{html.escape(footer)}</p></footer>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(path: Path | str, title: str, sections: list[Section]) -> Path:
+def write_report(path: Path | str, title: str, sections: list[Section], footer: str = "") -> Path:
     """Write the report atomically (a reader never sees half a file), and each table as CSV next to it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +106,6 @@ def write_report(path: Path | str, title: str, sections: list[Section]) -> Path:
                 [", ".join(map(str, v)) if isinstance(v, list | tuple) else v for v in row] for row in table.rows
             )
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(title, sections), encoding="utf-8")
+    tmp.write_text(render(title, sections, footer), encoding="utf-8")
     tmp.replace(path)
     return path

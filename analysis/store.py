@@ -34,6 +34,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.provenance import Provenance
 from analysis.tables import LAYOUT
 
 FINGERPRINT_KEY = b"xling.fingerprint"
@@ -76,9 +77,12 @@ class Store:
 
     ``verify``: read every file through to check its page checksums before counting it as stored (else
     only its footer and row count are checked). ``create``: make the root when it does not exist.
+    ``provenance``: what every file written is stamped with (`analysis.provenance`; None: nothing).
     """
 
-    def __init__(self, root: str | Path, verify: bool = False, create: bool = True):
+    def __init__(
+        self, root: str | Path, verify: bool = False, create: bool = True, provenance: Provenance | None = None
+    ):
         root = str(root)
         if "://" in root:
             self.fs, self.base = pafs.FileSystem.from_uri(root)
@@ -86,6 +90,7 @@ class Store:
             self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
         self.root = root
         self.verify = verify
+        self.provenance = provenance
         #: Files found damaged (and moved aside) by this process, in the order found.
         self.damaged: list[str] = []
         self._intact: set[tuple[str, int, int]] = set()
@@ -141,6 +146,11 @@ class Store:
         sub = "/".join(f"{c}={keys[c]}" for c in columns)
         return f"{self.table_dir(table)}/{sub}/{part}.parquet"
 
+    def partition_of(self, path: str) -> dict[str, str]:
+        """The hive keys of a file of the store, from its path: ``{"model": ..., "checkpoint": ...}``."""
+        folders = path[len(self.base) + 1 :].split("/")[1:-1]
+        return dict(folder.split("=", 1) for folder in folders if "=" in folder)
+
     def is_file(self, path: str) -> bool:
         """Whether a file is at ``path`` (intact or not)."""
         return self.fs.get_file_info(path).type == pafs.FileType.File
@@ -190,8 +200,10 @@ class Store:
             out.write_table(table)
 
     def writer(self, path: str, schema: pa.Schema, fp: str) -> AtomicParquetWriter:
-        """A streaming writer that becomes visible at ``path`` only when closed without error."""
-        return AtomicParquetWriter(self.fs, path, schema, fp)
+        """A streaming writer that becomes visible at ``path`` only when closed without error; the file is
+        stamped with the store's provenance for its partition."""
+        stamp = self.provenance.metadata(self.partition_of(path)) if self.provenance is not None else {}
+        return AtomicParquetWriter(self.fs, path, schema, fp, stamp)
 
     def read(
         self, table: str, path: str | None = None, columns: list[str] | None = None, filter: ds.Expression | None = None
@@ -216,9 +228,12 @@ class Store:
 
 
 class AtomicParquetWriter:
-    """Parquet writer to a hidden temporary file, renamed into place on a clean close."""
+    """Parquet writer to a hidden temporary file, renamed into place on a clean close; ``stamp``: more
+    key-value metadata for the file (its provenance)."""
 
-    def __init__(self, fs: pafs.FileSystem, path: str, schema: pa.Schema, fp: str):
+    def __init__(
+        self, fs: pafs.FileSystem, path: str, schema: pa.Schema, fp: str, stamp: dict[bytes, bytes] | None = None
+    ):
         self.fs, self.path = fs, path
         directory, name = path.rsplit("/", 1)
         fs.create_dir(directory, recursive=True)
@@ -226,7 +241,7 @@ class AtomicParquetWriter:
             if stale.base_name.startswith(f".{name}.") and stale.base_name.endswith(".tmp"):
                 fs.delete_file(stale.path)
         self.tmp = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-        schema = schema.with_metadata({**(schema.metadata or {}), FINGERPRINT_KEY: fp.encode()})
+        schema = schema.with_metadata({**(schema.metadata or {}), **(stamp or {}), FINGERPRINT_KEY: fp.encode()})
         self._writer = pq.ParquetWriter(self.tmp, schema, filesystem=fs, compression="zstd", write_page_checksum=True)
         self.rows = 0
 

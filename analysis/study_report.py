@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from analysis.provenance import provenance_line
 from analysis.report import write_report
 from analysis.report_sections import SECTIONS, ReportContext, ReportSection
 
@@ -23,10 +24,12 @@ def build_report(
     """Write ``index.html`` and its PNGs into ``out_dir`` from the study's tables in ``con``.
 
     Each of ``sections`` (the registry, in order) is built when ``con`` has the views it needs and
-    left out otherwise. ``study`` holds the plain facts that `ReportContext` describes.
+    left out otherwise. ``study`` holds the plain facts that `ReportContext` describes; its
+    ``provenance`` (the run's, `analysis.provenance`), when given, is the report's footer.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = ReportContext(con, _views(con), study, out_dir)
     built = [section.build(context) for section in sections if section.shown(context.views)]
-    return write_report(out_dir / "index.html", f"Study report: {study['name']}", built)
+    footer = provenance_line(study["provenance"]) if study.get("provenance") else ""
+    return write_report(out_dir / "index.html", f"Study report: {study['name']}", built, footer)

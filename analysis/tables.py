@@ -75,6 +75,22 @@ TABLES: dict[str, TableSpec] = {
             "examples per split and values per (language, attribute)",
         ),
         TableSpec(
+            "checkpoint_weights",
+            _CHECKPOINT,
+            pa.schema(
+                [
+                    ("step", pa.int64()),
+                    ("weights_sha256", pa.string()),
+                    ("format", pa.string()),
+                    ("files", pa.int64()),
+                    ("tensors", pa.int64()),
+                    ("size_bytes", pa.int64()),
+                ]
+            ),
+            True,
+            "each checkpoint's weights digest (probing.weights_digest); the checkpoints view flags duplicates",
+        ),
+        TableSpec(
             "activations",
             (*_CHECKPOINT, "layer", "language"),
             None,

@@ -5,9 +5,10 @@ identical to a clean run.
 
 A clean run of configs/tiny.yaml is the reference. One more study is then run to the end through a
 chain of runs, each resuming the last, whose drivers are SIGKILLed in pre-training, extraction,
-probing and transfer (their Ray processes must all go), the last one finishing while a second run
+probing, transfer and the lottery (their Ray processes must all go), the last one finishing while a second run
 is started on the study (it must be refused); the chain's final tables judge its faults. On copies
-of the reference: an extraction actor and a Tune trial SIGKILLed while they redo dropped results,
+of the reference: an extraction actor, a probe trial and an IMP trial SIGKILLed while they redo dropped
+results (the IMP trial then resumes from its last finished round),
 a file of every table damaged each way (truncated, garbled, one bit flipped; rerun with --verify),
 the study moved to another path (the rerun must do nothing), the disk filled up (a tmpfs; left out
 where mounting is not allowed), and SQL that tries to write or read outside the tables. The
@@ -121,6 +122,7 @@ DRIVER_KILLS = [
     ("driver SIGKILL in extraction", "extract:"),
     ("driver SIGKILL in probing", "[probe]"),
     ("driver SIGKILL in transfer", "[transfer]"),
+    ("driver SIGKILL in the lottery", "[lottery]"),
 ]
 
 
@@ -244,6 +246,12 @@ def main() -> int:
                 "ImplicitFunc",
                 "[probe]",
                 "*/model=*/checkpoint=step-000000/layer=1/*/*/*/*.parquet",
+            ),
+            (  # one IMP trial's rounds and masks dropped, its trial killed while it prunes: resumes per round
+                "lottery trial SIGKILL mid-IMP",
+                "ImplicitFunc",
+                "IMP trials",
+                "*/model=*/checkpoint=*/task=pos/language=en/seed-0-*.parquet",
             ),
         )
     ]

@@ -1,6 +1,7 @@
 """One way to load a transformers model and to read (or replace) its layers' hidden states.
 
 Loading: `resolve_model` says where a checkpoint lives (hub id or local directory of revisions),
+`checkpoint_directory` where its files are on this machine (for `probing.weights_digest`),
 `load_fast_tokenizer` loads the fast tokenizer word alignment needs, `model_max_length` reads the
 longest input from the config, `load_model` loads the base model for reading activations, and
 `encode_words` tokenizes pre-split words. Extraction, transfer (`transfer.models`, which adds task
@@ -25,6 +26,7 @@ transformers. Wang et al. (2024) count differently: their code reads ``hidden_st
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -61,6 +63,28 @@ def resolve_model(model_id: str, revision: str | None) -> tuple[str, str | None]
             return str(sub), None
         return str(local), None
     return model_id, revision
+
+
+def checkpoint_directory(model_id: str, revision: str | None) -> Path:
+    """The directory on this machine that holds a checkpoint's weight files: its local directory, or for a
+    hub id the revision's snapshot in the Hugging Face cache, whose weights are fetched when absent (as
+    loading would fetch them; safetensors first, PyTorch ``.bin`` files only when the revision has none)."""
+    source, rev = resolve_model(model_id, revision)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    for pattern in ("*.safetensors", "pytorch_model*.bin"):
+        snapshot = Path(snapshot_download(source, revision=rev, allow_patterns=[pattern]))
+        if any(snapshot.glob(pattern)):
+            break
+    return snapshot
+
+
+def revision_step(revision: str) -> int | None:
+    """The training step a revision's name gives (``global_step1000``, ``step-000037``), or None."""
+    found = re.search(r"step[-_]?(\d+)$", revision, flags=re.IGNORECASE)
+    return int(found.group(1)) if found else None
 
 
 def model_max_length(config: object, tokenizer: object | None = None) -> int:

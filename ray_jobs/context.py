@@ -4,15 +4,18 @@ A `StudyContext` is created once per run (`StudyContext.open`), so the store is 
 down. The locations of the models (``sources``) and the data fingerprints of the languages
 (``data_fps``) are set by the stages that produce them (pretrain, prepare); a stage run on its own
 (``xling probe``) finds them in the store instead (`ray_jobs.pretrain.stored_sources`,
-`ray_jobs.prepare.stored_data_fingerprints`), without re-running those stages.
+`ray_jobs.prepare.stored_data_fingerprints`), without re-running those stages. The store stamps every
+file it writes with the run's provenance (`analysis.provenance`) and the weights digests of the
+checkpoints hashed so far (`ray_jobs.weights`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from analysis.store import Store
+from analysis.provenance import Provenance
+from analysis.store import Store, fingerprint
 from ray_jobs.config import StudyConfig
 
 if TYPE_CHECKING:
@@ -39,8 +42,14 @@ class StudyContext:
     @classmethod
     def open(cls, config: StudyConfig, sources: dict[str, str] | None = None, verify: bool = False) -> StudyContext:
         """The context of a run of ``config`` (``sources``: where to load models from, when already known;
-        ``verify``: check every stored file's page checksums before taking it as done, `Store`)."""
-        return cls(config, Store(config.output_root, verify=verify), _sources=sources)
+        ``verify``: check every stored file's page checksums before taking it as done, `Store`). The config's
+        hash in the provenance leaves out the output root, where the results go, not what makes them."""
+        from ray_jobs.weights import stored_digests
+
+        store = Store(config.output_root, verify=verify)
+        provenance = Provenance.of_run(fingerprint(replace(config, output_root="")))
+        store.provenance = provenance.with_checkpoints(stored_digests(store))
+        return cls(config, store, _sources=sources)
 
     @property
     def sources(self) -> dict[str, str]:

@@ -18,6 +18,7 @@ from analysis.database import format_table
 from ray_jobs.common import config_from_args, job_arguments, run_job
 from ray_jobs.context import StudyContext
 from ray_jobs.stages import STAGES, run_stage
+from ray_jobs.weights import duplicate_warning
 
 
 def run_study(context: StudyContext) -> None:
@@ -56,6 +57,9 @@ def run_and_summarise(context: StudyContext) -> int:
     repaired = sum(row["repaired"] for row in summary)
     if repaired:
         print(f"[pipeline] {repaired} stored file(s) were damaged; they were moved aside (.*.damaged) and recomputed")
+    duplicated = duplicate_warning(context.store)
+    if duplicated:
+        print(f"[pipeline] {duplicated}")
     if failed:
         print(f"[pipeline] {len(failed)} part(s) failed (see the failures table); the rest finished")
         return 1

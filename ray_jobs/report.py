@@ -57,6 +57,7 @@ def write_report(config: StudyConfig, store: Store, stages: list[dict]) -> str:
         "layers": list(config.layers),
         "checkpoints": {spec.name: list(model_revisions(spec)) for spec in config.models},
         "stages": stages,
+        "provenance": dict(store.provenance.run) if store.provenance is not None else {},
     }
     return str(build_report(con, report_path(store).parent, study))
 

@@ -12,7 +12,7 @@ import sys
 
 import duckdb
 
-from analysis.database import format_table, open_locked, query, study_tables
+from analysis.database import format_table, open_locked, query, reads_file_metadata, study_tables
 from analysis.store import Store
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sql: {root} is not a study: it holds no result table", file=sys.stderr)
         return 2
     try:
-        columns, rows = query(open_locked(store), args.sql)
+        columns, rows = query(open_locked(store, file_metadata=reads_file_metadata(args.sql)), args.sql)
     except duckdb.Error as err:
         print(f"sql: {err}", file=sys.stderr)
         return 2

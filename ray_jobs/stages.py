@@ -41,6 +41,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("pretrain", "ray_jobs.pretrain", "pre-train the study's own models with intermediate checkpoints"),
     Stage("prepare", "ray_jobs.prepare", "build the word datasets (sentences, words, dataset_stats)"),
+    Stage("weights", "ray_jobs.weights", "hash every checkpoint's weights; flag revisions that duplicate another's"),
     Stage("extract", "ray_jobs.extract", "extract per-word activations of every checkpoint into Parquet"),
     Stage("probe", "ray_jobs.probe", "rank and evaluate neurons, one Ray Tune trial per activation partition"),
     Stage("transfer", "ray_jobs.transfer", "zero-shot cross-lingual transfer of every checkpoint (LoRA / QLoRA)"),

@@ -39,7 +39,18 @@ def test_every_stage_is_a_cli_command_running_its_modules_main():
         module = __import__(stage.module, fromlist=["main"])
         assert entry_point(stage.name) is module.main
         assert callable(module.run)
-    order = ["pretrain", "prepare", "extract", "probe", "transfer", "lottery", "intervene", "analyse", "report"]
+    order = [
+        "pretrain",
+        "prepare",
+        "weights",
+        "extract",
+        "probe",
+        "transfer",
+        "lottery",
+        "intervene",
+        "analyse",
+        "report",
+    ]
     assert [s.name for s in STAGES] == order
     with pytest.raises(KeyError, match="no stage 'nope'"):
         stage_named("nope")

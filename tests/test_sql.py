@@ -1,12 +1,14 @@
 """``xling sql`` reads a study's tables and nothing else: it writes no file, reads none outside them,
 installs and attaches nothing, refuses a root that is not a study, and quotes the root safely."""
 
+from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from analysis.database import create_database
+from analysis.database import create_database, open_locked, query, reads_file_metadata
+from analysis.provenance import Provenance
 from analysis.store import Store
 from analysis.tables import rows_table
 from ray_jobs import sql
@@ -86,3 +88,16 @@ def test_a_killed_runs_half_built_database_is_removed(study):
         (study / leftover).write_bytes(b"half")
     create_database(Store(study))
     assert sorted(p.name for p in study.iterdir() if "duckdb" in p.name) == ["results.duckdb"]
+
+
+def test_the_provenance_view_has_a_row_per_file_in_xling_sql_and_in_results_duckdb(study, capsys):
+    """One file written by a run with provenance, two before it (none: null fields, still a row each)."""
+    store = Store(study, provenance=Provenance.of_run("cfg"))
+    store.write(rows_table("failures", [failure_row("report")]), store.path("failures", stage="report"), "fp")
+    sql_text = "SELECT table_name, config_hash, torch, n_rows FROM provenance ORDER BY path"
+    expected = [("failures", None, None, 1), ("failures", None, None, 1), ("failures", "cfg", version("torch"), 1)]
+    with duckdb.connect(str(create_database(Store(study))), read_only=True) as con:
+        assert con.execute(sql_text).fetchall() == expected
+    assert query(open_locked(Store(study), file_metadata=reads_file_metadata(sql_text)), sql_text)[1] == expected
+    status, out = run_sql(capsys, study, sql_text)
+    assert status == 0 and "(3 rows)" in out and "cfg" in out

@@ -7,6 +7,7 @@ line below; `analysis.study_report.build_report` shows every section whose views
 
 from __future__ import annotations
 
+from analysis.report_sections.checkpoints import CHECKPOINTS
 from analysis.report_sections.datasets import DATASETS
 from analysis.report_sections.failures import FAILURES
 from analysis.report_sections.findings import FINDINGS
@@ -24,6 +25,7 @@ SECTIONS: list[ReportSection] = [
     OVERVIEW,
     FINDINGS,
     PRETRAINING,
+    CHECKPOINTS,
     DATASETS,
     TRAJECTORY,
     HEATMAPS,

@@ -16,8 +16,8 @@ class ReportContext:
     """What a section builder reads: the database, the views present, the study's facts, and where plots go.
 
     ``study`` holds plain facts: name, k, methods (config order), languages, attributes, layers,
-    checkpoint order per model (``checkpoints``: {model: [revision, ...]}), and ``stages`` (rows of
-    the pipeline summary).
+    checkpoint order per model (``checkpoints``: {model: [revision, ...]}), ``stages`` (rows of
+    the pipeline summary) and ``provenance`` (the run's, `analysis.provenance`).
     """
 
     con: duckdb.DuckDBPyConnection
