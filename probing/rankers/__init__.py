@@ -3,7 +3,8 @@
 X are float arrays (n, d), y integer class ids 0..C-1 (all present in train). Each ranker is built
 from its frozen hyperparameter dataclass; `make_ranker` builds one by method name from a dict of
 overrides. Methods: "latent" (latent-variable probe, greedy), "gaussian" (Gaussian probe, greedy),
-"linear" (elastic-net weights), "probeless" (class-mean differences), "random" (control); `reverse`
+"linear" (elastic-net weights), "probeless" (class-mean differences), "random" (control), "variance" (the
+scale control: pooled within-class standard deviation); `reverse`
 gives the bottom-to-top control of any ranking. Every ranker is deterministic given its seed.
 
 `RANKERS` is the registry a study's methods are read from; each class states its traits
@@ -20,7 +21,7 @@ from probing.rankers.base import Ranker, RankerParams, Ranking, greedy_select, r
 from probing.rankers.gaussian import GaussianModel, GaussianParams, GaussianRanker, fit_gaussian_niw
 from probing.rankers.latent import LatentParams, LatentProbe, LatentRanker
 from probing.rankers.linear import LinearParams, LinearRanker
-from probing.rankers.probeless import ProbelessRanker, RandomRanker
+from probing.rankers.probeless import ProbelessRanker, RandomRanker, VarianceRanker
 
 #: Version of what the rankers compute for the same hyperparameter overrides; hashed into every probe
 #: trial's fingerprint so that stored rankings are recomputed when it changes. 2 (issue 8): new latent
@@ -31,7 +32,8 @@ from probing.rankers.probeless import ProbelessRanker, RandomRanker
 RANKERS_VERSION = 3
 
 RANKERS: dict[str, type] = {
-    cls.method: cls for cls in (LatentRanker, GaussianRanker, LinearRanker, ProbelessRanker, RandomRanker)
+    cls.method: cls
+    for cls in (LatentRanker, GaussianRanker, LinearRanker, ProbelessRanker, RandomRanker, VarianceRanker)
 }
 
 
@@ -67,6 +69,7 @@ __all__ = [
     "Ranker",
     "RankerParams",
     "Ranking",
+    "VarianceRanker",
     "fit_gaussian_niw",
     "greedy_select",
     "make_ranker",
