@@ -19,11 +19,21 @@ from analysis.findings import (
 from analysis.findings_interventions import comparison_rows, intervention_findings
 from analysis.findings_lottery import mask_findings
 from analysis.findings_lottery import transfer_findings as ticket_findings
+from analysis.findings_scale import scale_findings, scale_rows
 from analysis.report import Section, Table
 from analysis.report_sections.probing import evaluated_k
 from analysis.report_sections.section import ReportContext, ReportSection
 
-TOPIC_ORDER = {"controls": 0, "rankings": 1, "overlap": 2, "trend": 3, "transfer": 4, "interventions": 5, "lottery": 6}
+TOPIC_ORDER = {
+    "controls": 0,
+    "rankings": 1,
+    "overlap": 2,
+    "scale": 3,
+    "trend": 4,
+    "transfer": 5,
+    "interventions": 6,
+    "lottery": 7,
+}
 
 
 def build(context: ReportContext) -> Section:
@@ -42,10 +52,11 @@ def build(context: ReportContext) -> Section:
     findings = []
     if "overlap_pairs" in views:
         pairs = context.records(
-            "SELECT model, attribute, method, rate, expected, k, d, pvalue, significant, pvalue_bh FROM overlap_pairs",
+            "SELECT model, checkpoint, layer, seed, language_a, language_b, attribute, method, rate, expected, k, d, "
+            "pvalue, significant, pvalue_bh FROM overlap_pairs",
         )
         trends = context.records("SELECT * FROM overlap_trends") if "overlap_trends" in views else []
-        findings += control_findings(pairs) + overlap_findings(pairs, trends)
+        findings += control_findings(pairs) + overlap_findings(pairs, trends) + scale_findings(scale_rows(pairs))
         if trends:
             section.tables.append(
                 context.table(
