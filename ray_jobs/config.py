@@ -173,7 +173,7 @@ class ProbingConfig:
     ``k_grid_max`` (the largest k evaluated, as paper 002's code does); the rest follow by score.
     """
 
-    methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random")
+    methods: tuple[str, ...] = ("latent", "gaussian", "linear", "probeless", "random", "variance")
     k: int = 50
     k_fraction: float | None = None
     greedy_depth: str = "k"
