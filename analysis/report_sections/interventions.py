@@ -17,7 +17,9 @@ COLOURS = {"ttb": "tab:blue", "btt": "tab:orange", "random": "grey"}
 
 
 def _panel_curves(rows: list[dict], method: str) -> list[Curve]:
-    """Error rate (solid) and CLWV (dashed) of a method's directions and of the random control, against k."""
+    """Per direction of a method and the random control, against k: for a masked LM the error rate (solid) and
+    CLWV (dashed), as 003 Figs. 4–5; for a causal LM, read at the next word, whose error rate is high before
+    any edit, the flip rate against the unedited model (solid)."""
     curves: list[Curve] = []
     for name in ("ttb", "btt", "random"):
         mine = [
@@ -28,8 +30,11 @@ def _panel_curves(rows: list[dict], method: str) -> list[Curve]:
         if not mine or (name == "random" and method == "random"):
             continue
         ks = [r["k"] for r in mine]
-        curves.append((f"{name} error", ks, [r["error_rate"] for r in mine], COLOURS[name], "-"))
-        curves.append((f"{name} CLWV", ks, [r["clwv_rate"] for r in mine], COLOURS[name], "--"))
+        if mine[0]["readout"] == "masked":
+            curves.append((f"{name} error", ks, [r["error_rate"] for r in mine], COLOURS[name], "-"))
+            curves.append((f"{name} CLWV", ks, [r["clwv_rate"] for r in mine], COLOURS[name], "--"))
+        else:
+            curves.append((f"{name} flips", ks, [r["flip_rate"] for r in mine], COLOURS[name], "-"))
     return curves
 
 
@@ -42,8 +47,9 @@ def _finite_mean(values: list) -> float:
 def _curve_plots(context: ReportContext, section: Section) -> None:
     """One figure of small multiples per (model, checkpoint, layer, attribute), means over languages."""
     groups = context.grouped(
-        "SELECT model, checkpoint, layer, attribute, intervention, method, direction, k, avg(error_rate) AS "
-        "error_rate, avg(clwv_rate) AS clwv_rate FROM intervention_rates WHERE split = 'test' "
+        "SELECT model, checkpoint, layer, attribute, intervention, readout, method, direction, k, avg(error_rate) "
+        "AS error_rate, avg(clwv_rate) AS clwv_rate, avg(flip_rate) AS flip_rate FROM intervention_rates "
+        "WHERE split = 'test' "
         "AND source_language = language GROUP BY ALL ORDER BY ALL",
         ("model", "checkpoint", "layer", "attribute"),
     )
@@ -56,15 +62,16 @@ def _curve_plots(context: ReportContext, section: Section) -> None:
             for method in methods
         }
         name = f"interventions-{model}-{checkpoint}-{layer}-{attribute}.png"
+        masked = members[0]["readout"] == "masked"
+        measure = "error rate (solid) and CLWV (dashed)" if masked else "next-word flip rate"
         plot_curve_grid(
             panels,
             context.out_dir / name,
-            f"{attribute}, layer {layer} ({model} {checkpoint}): error rate (solid) and CLWV (dashed), "
-            "mean over languages",
+            f"{attribute}, layer {layer} ({model} {checkpoint}): {measure}, mean over languages",
             "k (top-ranked neurons edited)",
             "share of predictions",
         )
-        section.images.append((f"{attribute}, layer {layer}: error rate and CLWV against k ({checkpoint})", name))
+        section.images.append((f"{attribute}, layer {layer}: {measure} against k ({checkpoint})", name))
 
 
 def _cross_lingual(context: ReportContext, section: Section) -> None:
