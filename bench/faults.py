@@ -155,14 +155,15 @@ def killed_worker(
 ) -> tuple[str, bool]:
     """On a copy of the reference without the files ``drop`` globs, SIGKILL a ``title`` worker when the
     rerun prints ``moment``; then rerun to the end: identical?"""
-    root = copy(reference, work / f"worker-{title}" / "study")
+    slug = "-".join(name.lower().replace("/", " ").split())
+    root = copy(reference, work / f"worker-{slug}" / "study")
     for path in root.glob(drop):
         path.unlink()
-    log = work / f"worker-{title}.log"
+    log = work / f"worker-{slug}.log"
     driver = start(config, root, log)
     hit = at_moment(driver, log, moment) and kill_worker(driver, title)
     driver.wait()
-    status, _ = run(config, root, work / f"worker-{title}-rerun.log")
+    status, _ = run(config, root, work / f"worker-{slug}-rerun.log")
     return name, hit and status == 0 and not differences(expected, table_rows(root))
 
 
