@@ -34,13 +34,15 @@ class Table:
 
 @dataclass
 class Section:
-    """A report section: paragraphs, tables, images (file names relative to the report) and code."""
+    """A report section: paragraphs, tables, images (file names relative to the report), code, and links to
+    pages next to the report ((text, file name))."""
 
     title: str
     paragraphs: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _cell(value: object) -> str:
@@ -88,10 +90,21 @@ def render(title: str, sections: list[Section], footer: str = "") -> str:
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
         parts += [f"<pre>{html.escape(c)}</pre>" for c in section.code]
+        if section.links:
+            items = (f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>" for text, href in section.links)
+            parts.append(f"<ul>{''.join(items)}</ul>")
     if footer:
         parts.append(f"<footer><p class='note'>{html.escape(footer)}</p></footer>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def write_page(path: Path, text: str) -> Path:
+    """Write one HTML page atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def write_report(path: Path | str, title: str, sections: list[Section], footer: str = "") -> Path:
@@ -105,7 +118,4 @@ def write_report(path: Path | str, title: str, sections: list[Section], footer: 
             writer.writerows(
                 [", ".join(map(str, v)) if isinstance(v, list | tuple) else v for v in row] for row in table.rows
             )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(title, sections, footer), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_page(path, render(title, sections, footer))

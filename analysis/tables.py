@@ -444,6 +444,64 @@ TABLES: dict[str, TableSpec] = {
             "ablation): predictions per category, flips and mean change in log p of the gold word, per k",
         ),
         TableSpec(
+            "neuron_cards",
+            ("model",),
+            pa.schema(
+                [
+                    ("checkpoint", pa.string()),
+                    ("layer", pa.int64()),
+                    ("attribute", pa.string()),
+                    ("seed", pa.int64()),
+                    ("neuron", pa.int64()),
+                    ("d", pa.int64()),
+                    ("language", pa.string()),
+                    ("shared_methods", pa.list_(pa.string())),
+                    ("shared_since", pa.list_(pa.struct([("method", pa.string()), ("checkpoint", pa.string())]))),
+                    ("top_k_methods", pa.list_(pa.string())),
+                    (
+                        "top_words",
+                        pa.list_(
+                            pa.struct(
+                                [
+                                    ("activation", pa.float64()),
+                                    ("form", pa.string()),
+                                    ("value", pa.string()),
+                                    ("split", pa.string()),
+                                    ("sentence_index", pa.int64()),
+                                    ("position", pa.int64()),
+                                    ("left", pa.string()),
+                                    ("word", pa.string()),
+                                    ("right", pa.string()),
+                                ]
+                            )
+                        ),
+                    ),
+                    (
+                        "value_means",
+                        pa.list_(pa.struct([("value", pa.string()), ("mean", pa.float64()), ("n", pa.int64())])),
+                    ),
+                    (
+                        "ranks",
+                        pa.list_(
+                            pa.struct(
+                                [
+                                    ("method", pa.string()),
+                                    ("checkpoint", pa.string()),
+                                    ("checkpoint_index", pa.int64()),
+                                    ("rank", pa.int64()),
+                                    ("k", pa.int64()),
+                                ]
+                            )
+                        ),
+                    ),
+                ]
+            ),
+            True,
+            "neurons in the top-k of >= 2 languages at the last checkpoint (analysis/neuron_cards.py), one row "
+            "per language: top-activating words in context, mean activation per value, 1-based rank per method "
+            "and checkpoint",
+        ),
+        TableSpec(
             "correlations",
             ("model",),
             pa.schema(

@@ -1,7 +1,9 @@
-"""Stage 5: overlap statistics from the stored rankings, and their correlation with transfer.
+"""Stage 5: overlap statistics from the stored rankings, their correlation with transfer, and the cards of the
+neurons that languages share.
 
-The overlap tables carry the fingerprint of the rankings they were computed from, and the correlations
-that of the points they correlate, so a rerun over unchanged results does no work.
+The overlap tables carry the fingerprint of the rankings they were computed from, the correlations that
+of the points they correlate, and the neuron cards that of the rankings and of the stored files they read,
+so a rerun over unchanged results does no work.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import pyarrow.dataset as ds
 from analysis.correlation import correlation_rows
 from analysis.database import open_results
 from analysis.findings import benjamini_hochberg, pooled_trend_rows, trend_rows
+from analysis.neuron_card_store import model_cards, without_controls
+from analysis.neuron_cards import CONTEXT_WORDS, CONTROL_METHODS, TOP_WORDS, carded_neurons
 from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
@@ -133,9 +137,54 @@ def run_correlations(store: Store) -> bool:
     return True
 
 
+def card_inputs(store: Store, model: str, checkpoint: str, records: list[dict]) -> list[tuple]:
+    """The stored files a model's cards read at ``checkpoint`` (activations, words, sentences), each as its
+    partition key and stored fingerprint (None when absent): what the cards depend on, not where it lies."""
+    layers = sorted({r["layer"] for r in records})
+    languages = sorted({r["language"] for r in records})
+    attributes = sorted({r["attribute"] for r in records})
+    keys = [("sentences", {"language": lang}) for lang in languages]
+    keys += [("words", {"language": lang, "attribute": a}) for lang in languages for a in attributes]
+    keys += [
+        ("activations", {"model": model, "checkpoint": checkpoint, "layer": layer, "language": lang})
+        for layer in layers
+        for lang in languages
+    ]
+    return [(table, key, store.stored_fingerprint(store.path(table, **key))) for table, key in keys]
+
+
+def run_neuron_cards(config: StudyConfig, store: Store) -> bool:
+    """Store the cards of each model's neurons shared at its last ranked checkpoint; False when up to date."""
+    changed = False
+    study_records = without_controls(read_rankings(config, store))
+    for spec in config.models:
+        order = list(model_revisions(spec))
+        records = [r for r in study_records if r["model"] == spec.name]
+        ranked = [c for c in order if any(r["checkpoint"] == c for r in records)]
+        if not ranked:
+            continue
+        checkpoint = ranked[-1]
+        settings = {"top_words": TOP_WORDS, "context_words": CONTEXT_WORDS, "controls": CONTROL_METHODS}
+        at_checkpoint = [r for r in records if r["checkpoint"] == checkpoint]
+        inputs = card_inputs(store, spec.name, checkpoint, at_checkpoint)
+        fp = fingerprint("neuron_cards", settings, order, rankings_fingerprint(records), inputs)
+        path = store.path("neuron_cards", model=spec.name)
+        if store.done(path, fp):
+            continue
+        neurons = carded_neurons(at_checkpoint, checkpoint)
+        rows = model_cards(store, spec.name, order, checkpoint, records, neurons)
+        store.write(rows_table("neuron_cards", rows, drop=("model",)), path, fp)
+        changed = True
+    return changed
+
+
 def run(context: StudyContext) -> StageResult:
-    """The overlap tables, then the correlations; one unit each, run or already up to date."""
-    changed = [run_overlaps(context.config, context.store), run_correlations(context.store)]
+    """The overlap tables, the correlations, then the neuron cards; one unit each, run or already up to date."""
+    changed = [
+        run_overlaps(context.config, context.store),
+        run_correlations(context.store),
+        run_neuron_cards(context.config, context.store),
+    ]
     return StageResult(sum(changed), len(changed) - sum(changed))
 
 

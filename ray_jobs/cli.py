@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     **{stage.name: (stage.module, stage.help) for stage in STAGES},
     "stats": ("ray_jobs.prepare:stats_main", "build the word datasets and print language x attribute statistics"),
     "sql": ("ray_jobs.sql", 'run SQL over a study\'s results: xling sql "SELECT ..." --root R'),
+    "neuron": ("ray_jobs.neuron", "print a neuron's card: xling neuron --root R --layer L --neuron N"),
 }
 
 

@@ -18,3 +18,11 @@ def test_long_tables_are_collapsed_and_every_table_is_a_csv_with_its_rows(tmp_pa
     assert rows[0] == ["language", "values"] and rows[1:] == [[f"l{i}", "SG, PL"] for i in range(COLLAPSE_ROWS + 1)]
     with open(path.parent / "table-1.csv", encoding="utf-8") as handle:
         assert list(csv.reader(handle)) == [["a", "b"], ["1", "x"], ["2", "y"]]
+
+
+def test_a_section_links_its_pages_next_to_the_report_with_escaped_text(tmp_path):
+    links = [("POS: 3 shared neurons", "neurons_POS.html"), ("<b>x</b>", "a'b.html")]
+    page = write_report(tmp_path / "index.html", "t", [Section("Neurons", links=links)]).read_text()
+    assert "<ul><li><a href='neurons_POS.html'>POS: 3 shared neurons</a></li>" in page
+    assert "<a href='a&#x27;b.html'>&lt;b&gt;x&lt;/b&gt;</a>" in page
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed into place

@@ -13,6 +13,7 @@ from analysis.report_sections.failures import FAILURES
 from analysis.report_sections.findings import FINDINGS
 from analysis.report_sections.interventions import INTERVENTIONS
 from analysis.report_sections.lottery import LOTTERY
+from analysis.report_sections.neurons import NEURONS
 from analysis.report_sections.overlap import HEATMAPS, METHOD_AGREEMENT, TRAJECTORY
 from analysis.report_sections.overview import OVERVIEW
 from analysis.report_sections.pretraining import PRETRAINING
@@ -29,6 +30,7 @@ SECTIONS: list[ReportSection] = [
     DATASETS,
     TRAJECTORY,
     HEATMAPS,
+    NEURONS,
     PROBING,
     TRANSFER,
     LOTTERY,
