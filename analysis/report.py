@@ -16,7 +16,8 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.8em; color: #555; max-width: 560px; }
 img { max-width: 560px; border: 1px solid #eee; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
-p.note { color: #555; font-size: 0.9em; } details summary { cursor: pointer; color: #555; font-size: 0.9em; }
+p.note { color: #555; font-size: 0.9em; } span.see { font-size: 0.85em; }
+details summary { cursor: pointer; color: #555; font-size: 0.9em; }
 """
 
 #: Tables with more rows than this are collapsed (<details>); every table is also written as CSV.
@@ -32,17 +33,36 @@ class Table:
     rows: list[tuple]
 
 
+@dataclass(frozen=True)
+class Paragraph:
+    """A paragraph that points to other sections of the report by their anchors (``refs``); `render` links
+    each one that the report has, under that section's title, and drops the rest."""
+
+    text: str
+    refs: tuple[str, ...] = ()
+
+
 @dataclass
 class Section:
     """A report section: paragraphs, tables, images (file names relative to the report), code, and links to
-    pages next to the report ((text, file name))."""
+    pages next to the report ((text, file name)). ``anchor`` is the id of its heading, the target of a
+    `Paragraph`'s refs."""
 
     title: str
-    paragraphs: list[str] = field(default_factory=list)
+    paragraphs: list[str | Paragraph] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
+    anchor: str = ""
+
+
+def _paragraph_html(paragraph: str | Paragraph, titles: dict[str, str]) -> str:
+    if isinstance(paragraph, str):
+        return f"<p>{html.escape(paragraph)}</p>"
+    links = [f"<a href='#{html.escape(ref)}'>{html.escape(titles[ref])}</a>" for ref in paragraph.refs if ref in titles]
+    see = f" <span class='see'>(see {', '.join(links)})</span>" if links else ""
+    return f"<p>{html.escape(paragraph.text)}{see}</p>"
 
 
 def _cell(value: object) -> str:
@@ -79,9 +99,11 @@ def render(title: str, sections: list[Section], footer: str = "") -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
     ]
+    titles = {section.anchor: section.title for section in sections if section.anchor}
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
-        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        anchor = f" id='{html.escape(section.anchor)}'" if section.anchor else ""
+        parts.append(f"<h2{anchor}>{html.escape(section.title)}</h2>")
+        parts += [_paragraph_html(p, titles) for p in section.paragraphs]
         for table in section.tables:
             parts += _table_html(table, csv_names[id(table)])
         for caption, image in section.images:

@@ -30,6 +30,11 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = ReportContext(con, _views(con), study, out_dir)
-    built = [section.build(context) for section in sections if section.shown(context.views)]
+    built = []
+    for section in sections:
+        if section.shown(context.views):
+            page = section.build(context)
+            page.anchor = section.name
+            built.append(page)
     footer = provenance_line(study["provenance"]) if study.get("provenance") else ""
     return write_report(out_dir / "index.html", f"Study report: {study['name']}", built, footer)

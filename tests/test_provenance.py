@@ -91,6 +91,6 @@ def test_the_report_names_what_produced_it_and_each_checkpoints_digest(tiny_stud
     assert f"torch {version('torch')}" in footer_text and f"ray {version('ray')}" in footer_text
     commit = head_commit()
     assert commit is None or f"commit {commit}" in footer_text
-    assert "<h2>Checkpoints</h2>" in html and "Every checkpoint&#x27;s weights differ" in html
+    assert "<h2 id='checkpoints'>Checkpoints</h2>" in html and "Every checkpoint&#x27;s weights differ" in html
     for row in Store(tiny_study.root, create=False).read("checkpoint_weights").to_pylist():
         assert row["weights_sha256"][:16] in html

@@ -2,7 +2,7 @@
 
 import csv
 
-from analysis.report import COLLAPSE_ROWS, Section, Table, write_report
+from analysis.report import COLLAPSE_ROWS, Paragraph, Section, Table, write_report
 
 
 def test_long_tables_are_collapsed_and_every_table_is_a_csv_with_its_rows(tmp_path):
@@ -26,3 +26,15 @@ def test_a_section_links_its_pages_next_to_the_report_with_escaped_text(tmp_path
     assert "<ul><li><a href='neurons_POS.html'>POS: 3 shared neurons</a></li>" in page
     assert "<a href='a&#x27;b.html'>&lt;b&gt;x&lt;/b&gt;</a>" in page
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed into place
+
+
+def test_a_paragraph_links_the_sections_it_rests_on_under_their_titles_and_drops_absent_ones(tmp_path):
+    sections = [
+        Section("Findings", paragraphs=[Paragraph("Overlap is above chance.", ("heat", "gone")), "plain"]),
+        Section("Overlap <heatmaps>", anchor="heat"),
+    ]
+    page = write_report(tmp_path / "index.html", "t", sections).read_text()
+    assert "<h2 id='heat'>Overlap &lt;heatmaps&gt;</h2>" in page
+    link = "<a href='#heat'>Overlap &lt;heatmaps&gt;</a>"
+    assert f"<p>Overlap is above chance. <span class='see'>(see {link})</span></p>" in page
+    assert "#gone" not in page and "<p>plain</p>" in page

@@ -1,6 +1,8 @@
 """The report's section registry: every section reads views the study can have, a section whose views are
 absent is left out while the rest render, and a section added to the registry shows in the report."""
 
+import re
+
 import duckdb
 import pyarrow as pa
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from analysis.database import DERIVED_VIEWS
 from analysis.report import Section
 from analysis.report_sections import SECTIONS, ReportContext, ReportSection
+from analysis.report_sections.findings import TOPIC_ORDER, TOPIC_SECTIONS
 from analysis.study_report import build_report
 from analysis.tables import SUMMARY_TABLES
 
@@ -26,6 +29,14 @@ def test_section_names_are_unique():
     assert len(names) == len(set(names))
 
 
+def test_every_findings_topic_links_registered_sections():
+    """A findings sentence links its plots and tables by section name; a misspelt name would drop the link."""
+    assert set(TOPIC_SECTIONS) == set(TOPIC_ORDER)
+    names = {section.name for section in SECTIONS}
+    for topic, refs in TOPIC_SECTIONS.items():
+        assert refs and set(refs) <= names, topic
+
+
 @pytest.fixture
 def con_with_datasets() -> duckdb.DuckDBPyConnection:
     """A database with only the word datasets' table, registered as `open_results` registers it."""
@@ -37,7 +48,7 @@ def con_with_datasets() -> duckdb.DuckDBPyConnection:
 
 
 def headings(html: str) -> list[str]:
-    return [part.split("</h2>")[0] for part in html.split("<h2>")[1:]]
+    return re.findall(r"<h2[^>]*>(.*?)</h2>", html)
 
 
 def test_sections_whose_views_are_absent_are_left_out_and_the_rest_render(tmp_path, con_with_datasets):

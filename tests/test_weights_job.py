@@ -62,7 +62,7 @@ def test_the_revision_with_another_ones_weights_is_flagged_everywhere(ray_cluste
         assert json.loads(metadata[PROVENANCE_KEY])["config_hash"] == context.store.provenance.run["config_hash"]
 
     html = Path(report.write_report(config, context.store, [])).read_text()
-    assert "<h2>Checkpoints</h2>" in html and "DUPLICATE of tiny@step-a" in html
+    assert "<h2 id='checkpoints'>Checkpoints</h2>" in html and "DUPLICATE of tiny@step-a" in html
     assert html.count("DUPLICATE of") == 1 and "WARNING: 1 checkpoint(s)" in html
     assert "<footer>" in html and "Produced by xling-neurons" in html
 

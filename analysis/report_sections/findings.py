@@ -20,7 +20,7 @@ from analysis.findings_interventions import comparison_rows, intervention_findin
 from analysis.findings_lottery import mask_findings
 from analysis.findings_lottery import transfer_findings as ticket_findings
 from analysis.findings_scale import scale_findings, scale_rows
-from analysis.report import Section, Table
+from analysis.report import Paragraph, Section, Table
 from analysis.report_sections.probing import evaluated_k
 from analysis.report_sections.section import ReportContext, ReportSection
 
@@ -33,6 +33,18 @@ TOPIC_ORDER = {
     "transfer": 5,
     "interventions": 6,
     "lottery": 7,
+}
+
+#: The sections (registry names, the report's anchors) whose plots and tables each topic's sentences rest on.
+TOPIC_SECTIONS = {
+    "controls": ("overlap_heatmaps", "overlap_trajectory"),
+    "rankings": ("findings", "probing"),
+    "overlap": ("overlap_heatmaps", "overlap_trajectory", "neurons"),
+    "scale": ("overlap_trajectory", "overlap_heatmaps"),
+    "trend": ("findings", "overlap_trajectory"),
+    "transfer": ("transfer",),
+    "interventions": ("interventions",),
+    "lottery": ("lottery",),
 }
 
 
@@ -94,7 +106,9 @@ def build(context: ReportContext) -> Section:
         findings += mask_findings(context.records("SELECT * FROM mask_overlap_summary"))
     if "subnetwork_transfer" in views:
         findings += ticket_findings(context.records("SELECT * FROM subnetwork_transfer"))
-    section.paragraphs += [f.sentence for f in sorted(findings, key=lambda f: TOPIC_ORDER[f.topic])]
+    section.paragraphs += [
+        Paragraph(f.sentence, TOPIC_SECTIONS[f.topic]) for f in sorted(findings, key=lambda f: TOPIC_ORDER[f.topic])
+    ]
     return section
 
 
