@@ -35,13 +35,14 @@ TOPIC_ORDER = {
     "lottery": 7,
 }
 
-#: The sections (registry names, the report's anchors) whose plots and tables each topic's sentences rest on.
+#: The other sections (registry names, the report's anchors) whose plots and tables each topic's sentences rest on
+#: (the findings section's own tables sit below its sentences).
 TOPIC_SECTIONS = {
     "controls": ("overlap_heatmaps", "overlap_trajectory"),
-    "rankings": ("findings", "probing"),
+    "rankings": ("probing",),
     "overlap": ("overlap_heatmaps", "overlap_trajectory", "neurons"),
     "scale": ("overlap_trajectory", "overlap_heatmaps"),
-    "trend": ("findings", "overlap_trajectory"),
+    "trend": ("overlap_trajectory",),
     "transfer": ("transfer",),
     "interventions": ("interventions",),
     "lottery": ("lottery",),
