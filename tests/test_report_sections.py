@@ -4,13 +4,16 @@ absent is left out while the rest render, and a section added to the registry sh
 import re
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
+from scipy.stats import false_discovery_control
 
 from analysis.database import DERIVED_VIEWS
 from analysis.report import Section
 from analysis.report_sections import SECTIONS, ReportContext, ReportSection
 from analysis.report_sections.findings import TOPIC_ORDER, TOPIC_SECTIONS
+from analysis.report_sections.overlap import error_control_query
 from analysis.study_report import build_report
 from analysis.tables import SUMMARY_TABLES
 
@@ -78,3 +81,35 @@ def test_a_section_needing_any_of_its_views_shows_when_one_is_present():
     assert section.shown(frozenset({"probe_metrics"}))
     assert not section.shown(frozenset({"transfer"}))
     assert ReportSection("always", (), lambda context: Section("x")).shown(frozenset())
+
+
+def test_error_control_table_counts_each_correction_as_numpy_does():
+    """The heatmaps' table of pairs above chance: uncorrected, Holm, BH and BY counts per group match a count
+    over the same p-values, and the corrections are ordered as they must be (BY ≤ BH ≤ uncorrected)."""
+    rng = np.random.default_rng(0)
+    n = 60
+    raw = rng.uniform(0, 0.2, n) ** 2
+    table = {
+        "model": ["m"] * n,
+        "attribute": ["Number", "POS"] * (n // 2),
+        "method": ["latent"] * n,
+        "layer": [1] * n,
+        "rate": rng.uniform(0, 0.3, n),
+        "expected": [0.05] * n,
+        "pvalue": raw,
+        "pvalue_holm": np.minimum(raw * 10, 1),
+        "pvalue_bh": false_discovery_control(raw),
+        "pvalue_by": false_discovery_control(raw, method="by"),
+    }
+    con = duckdb.connect()
+    con.register("overlap_pairs", pa.table(table))
+    caption, sql = error_control_query(0.05)
+    rows = {r[1]: r for r in con.execute(sql).fetchall()}
+    for i, attribute in enumerate(["Number", "POS"]):
+        mine = slice(i, None, 2)
+        expected = [int((np.asarray(table[c])[mine] <= 0.05).sum()) for c in ("pvalue", "pvalue_holm")]
+        expected += [int((table[c][mine] <= 0.05).sum()) for c in ("pvalue_bh", "pvalue_by")]
+        assert list(rows[attribute][-4:]) == expected
+        assert rows[attribute][4] == n // 2
+        assert expected[3] <= expected[2] <= expected[0] and expected[3] < expected[0]
+    assert "BY" in caption

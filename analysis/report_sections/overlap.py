@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from analysis.findings import ALPHA
 from analysis.plots import plot_overlap_heatmap, plot_series
 from analysis.report import Section, Table
 from analysis.report_sections.section import ReportContext, ReportSection, table_section
@@ -88,7 +89,8 @@ def build_heatmaps(context: ReportContext) -> Section:
         "Pairwise overlap between languages",
         paragraphs=[
             "Overlap rate of the top-k neurons for each pair of languages at the last checkpoint and deepest layer; "
-            "an orange dot marks pairs whose overlap is significant after Holm correction (exact hypergeometric test)."
+            "an orange dot marks pairs whose overlap is significant after Holm correction (exact hypergeometric test). "
+            "The table counts the pairs above chance under each correction, over every checkpoint."
         ],
     )
     stored = {row[0] for row in con.execute("SELECT DISTINCT method FROM overlap_pairs").fetchall()}
@@ -130,7 +132,25 @@ def build_heatmaps(context: ReportContext) -> Section:
                 f"{attribute}: {model} {last[0]}, layer {last[1]}, {method}",
             )
             section.images.append((f"{attribute} ({method}, {last[0]}, layer {last[1]})", name))
+    section.tables.append(context.table(*error_control_query()))
     return section
+
+
+def error_control_query(alpha: float = ALPHA) -> tuple[str, str]:
+    """Caption and query of the error-control table: per (model, attribute, method, layer), the language pairs
+    whose overlap is above chance at ``alpha`` before correction, after Holm within each matrix, and after the
+    study-wide Benjamini–Hochberg and Benjamini–Yekutieli corrections (over every overlap test of the study)."""
+    caption = (
+        f"Language pairs above chance at α = {alpha} over all checkpoints: uncorrected, Holm within each matrix, "
+        "and study-wide BH and BY (BY holds under any dependence between the tests)"
+    )
+    sql = (
+        "SELECT model, attribute, method, layer, count(*) AS pairs, round(avg(rate), 3) AS mean_rate, "
+        f"round(avg(expected), 3) AS chance_rate, count_if(pvalue <= {alpha}) AS uncorrected, "
+        f"count_if(pvalue_holm <= {alpha}) AS holm, count_if(pvalue_bh <= {alpha}) AS bh, "
+        f"count_if(pvalue_by <= {alpha}) AS by FROM overlap_pairs GROUP BY ALL ORDER BY ALL"
+    )
+    return caption, sql
 
 
 TRAJECTORY = ReportSection("overlap_trajectory", ("overlap_summary",), build_trajectory)
