@@ -95,7 +95,8 @@ def test_error_control_table_counts_each_correction_as_numpy_does():
         "method": ["latent"] * n,
         "layer": [1] * n,
         "rate": rng.uniform(0, 0.3, n),
-        "expected": [0.05] * n,
+        "expected": [169 / 256] * n,  # the expected overlap count k²/d
+        "k": [13] * n,
         "pvalue": raw,
         "pvalue_holm": np.minimum(raw * 10, 1),
         "pvalue_bh": false_discovery_control(raw),
@@ -110,6 +111,6 @@ def test_error_control_table_counts_each_correction_as_numpy_does():
         expected = [int((np.asarray(table[c])[mine] <= 0.05).sum()) for c in ("pvalue", "pvalue_holm")]
         expected += [int((table[c][mine] <= 0.05).sum()) for c in ("pvalue_bh", "pvalue_by")]
         assert list(rows[attribute][-4:]) == expected
-        assert rows[attribute][4] == n // 2
+        assert rows[attribute][4] == n // 2 and rows[attribute][6] == round(13 / 256, 3)
         assert expected[3] <= expected[2] <= expected[0] and expected[3] < expected[0]
     assert "BY" in caption

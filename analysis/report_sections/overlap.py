@@ -146,7 +146,7 @@ def error_control_query(alpha: float = ALPHA) -> tuple[str, str]:
     )
     sql = (
         "SELECT model, attribute, method, layer, count(*) AS pairs, round(avg(rate), 3) AS mean_rate, "
-        f"round(avg(expected), 3) AS chance_rate, count_if(pvalue <= {alpha}) AS uncorrected, "
+        f"round(avg(expected / k), 3) AS chance_rate, count_if(pvalue <= {alpha}) AS uncorrected, "
         f"count_if(pvalue_holm <= {alpha}) AS holm, count_if(pvalue_bh <= {alpha}) AS bh, "
         f"count_if(pvalue_by <= {alpha}) AS by FROM overlap_pairs GROUP BY ALL ORDER BY ALL"
     )
