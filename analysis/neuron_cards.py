@@ -1,12 +1,13 @@
 """Neuron cards: what one neuron that languages share fires for (numpy and Arrow in, plain rows out; no I/O).
 
 A neuron is *shared* for an attribute under a method when it is in the top-k of at least two languages'
-rankings (top-to-bottom, the ranking's own k) at one checkpoint and layer; the random control is left
-out (its sharing is chance by construction), and the bottom-to-top controls are never read. Its card
-holds, per language: its top-activating words of the attribute's dataset in context (the stored
-activations and sentences, no new forward pass), its mean activation per attribute value (which value
-it fires for), and its rank under each method at each checkpoint; and, per method, the checkpoint from
-which it has been shared at every checkpoint since ("when did it become shared?").
+rankings (top-to-bottom, the ranking's own k) at one checkpoint and layer; the random and scale controls are
+left out (`CONTROL_METHODS`: the one's sharing is chance by construction, the other's is neuron scale), and
+the bottom-to-top controls are never read. Its card holds, per language: its top-activating words of the
+attribute's dataset in context (the stored activations and sentences, no new forward pass), its mean
+activation per attribute value (which value it fires for), and its rank under each method at each checkpoint;
+and, per method, the checkpoint from which it has been shared at every checkpoint since ("when did it become
+shared?").
 
 The rows are those of the ``neuron_cards`` table, one per (card, language): `card_rows` builds them from
 `rank_evidence` (the rankings) and `language_evidence` (one language's activations, words, sentences).
@@ -22,8 +23,10 @@ import pyarrow as pa
 
 from probing.probe_data import ActivationIndex
 
-#: Methods that are controls, not rankings of what a neuron encodes: no card is made from them.
-CONTROL_METHODS: tuple[str, ...] = ("random",)
+#: Methods that are controls, not rankings of what a neuron encodes: no card is made from them. The scale
+#: control (variance) puts the same high-variance neurons first in every language whatever the attribute, so
+#: "shared" under it says nothing about grammar.
+CONTROL_METHODS: tuple[str, ...] = ("random", "variance")
 #: Top-activating words kept per (neuron, language), and words of context kept on each side of one.
 TOP_WORDS = 5
 CONTEXT_WORDS = 5

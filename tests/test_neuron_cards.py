@@ -18,6 +18,7 @@ from analysis.database import DATABASE_NAME
 from analysis.neuron_card_render import card_text, group_cards
 from analysis.neuron_card_store import without_controls
 from analysis.neuron_cards import (
+    CONTROL_METHODS,
     card_rows,
     carded_neurons,
     language_evidence,
@@ -83,11 +84,12 @@ def test_a_planted_neuron_shows_the_value_it_fires_for_and_its_top_words_in_cont
 def planted_rankings() -> list[dict]:
     """Rankings of 6 neurons (k = 2) at checkpoints c1, c2. Under probe, neuron 5 is in the top-2 of en and fr
     at c2 (of en only at c1), 1 of en only, 2 of de only, and at c1 none is in two languages' top-2; under
-    the random control en and fr share neuron 0."""
+    the random control en and fr share neuron 0, under the scale control en and de share neuron 4."""
     orders = {
         ("probe", "c1"): {"en": [5, 0, 1, 2, 3, 4], "fr": [1, 3, 5, 0, 2, 4], "de": [2, 4, 0, 1, 3, 5]},
         ("probe", "c2"): {"en": [5, 1, 0, 2, 3, 4], "fr": [3, 5, 0, 1, 2, 4], "de": [2, 4, 0, 1, 3, 5]},
         ("random", "c2"): {"en": [0, 1, 2, 3, 4, 5], "fr": [0, 2, 1, 3, 4, 5], "de": [4, 3, 2, 1, 0, 5]},
+        ("variance", "c2"): {"en": [4, 3, 2, 1, 0, 5], "fr": [1, 2, 0, 3, 4, 5], "de": [4, 0, 2, 1, 3, 5]},
     }
     return [
         {"layer": 1, "attribute": "Number", "seed": 0, "method": method, "checkpoint": checkpoint}
@@ -99,7 +101,8 @@ def planted_rankings() -> list[dict]:
 
 def test_only_a_neuron_in_the_top_k_of_two_languages_has_a_card():
     records = without_controls(planted_rankings())
-    assert carded_neurons(records, "c2") == {(1, "Number", 0): [5]}  # not 1 (en only), 2 (de only), 0 (random)
+    assert carded_neurons(records, "c2") == {(1, "Number", 0): [5]}  # not 1, 2 (one language), 0 (random), 4 (variance)
+    assert carded_neurons(planted_rankings(), "c2") == {(1, "Number", 0): [0, 4, 5]}  # what the controls would add
     assert carded_neurons(records, "c1") == {}  # at c1 no neuron is in the top-2 of two languages
 
 
@@ -167,7 +170,7 @@ def labelled(root, checkpoint: str, layer: int, language: str, attribute: str, n
 def test_a_neuron_is_carded_iff_it_is_in_the_top_k_of_two_languages(study):
     root, _, order, rows = study
     stored = rankings(root)
-    last = stored[(stored.model == MODEL) & (stored.checkpoint == order[-1]) & (stored.method != "random")]
+    last = stored[(stored.model == MODEL) & (stored.checkpoint == order[-1]) & (~stored.method.isin(CONTROL_METHODS))]
     expected: dict[tuple, set[str]] = {}
     for (layer, attribute, seed, method), group in last.groupby(["layer", "attribute", "seed", "method"]):
         counts = Counter(n for ranking, k in zip(group.ranking, group.k, strict=True) for n in list(ranking)[:k])
@@ -219,7 +222,7 @@ def test_value_means_are_the_group_means_of_the_stored_activations(study):
 def test_ranks_per_method_and_checkpoint_and_since_when_shared(study):
     root, _, order, rows = study
     stored = rankings(root)
-    stored = stored[(stored.model == MODEL) & (stored.method != "random")]
+    stored = stored[(stored.model == MODEL) & (~stored.method.isin(CONTROL_METHODS))]
     for row in rows:
         mine = stored[(stored.layer == row["layer"]) & (stored.attribute == row["attribute"])]
         expected = [

@@ -16,10 +16,10 @@ MAX_CARDS = 25
 
 EXPLANATION = (
     "A neuron is shared when it is in the top-k of at least two languages' rankings for the attribute at the "
-    "model's last checkpoint (the random control left out). Its card shows, per language, its mean activation "
-    "per value (the highest in bold: the value it fires for) and its top-activating words of the attribute's "
-    "dataset in context, from the stored activations; then its rank under each method at each checkpoint (in "
-    "the top-k in bold), and since which checkpoint it has been shared."
+    "model's last checkpoint (the random and scale controls left out). Its card shows, per language, its mean "
+    "activation per value (the highest in bold: the value it fires for) and its top-activating words of the "
+    "attribute's dataset in context, from the stored activations; then its rank under each method at each "
+    "checkpoint (in the top-k in bold), and since which checkpoint it has been shared."
 )
 
 
