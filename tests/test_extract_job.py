@@ -1,5 +1,6 @@
 """Extraction job on a real local Ray cluster over real UD files: row counts, resume, kill-and-resume."""
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -102,6 +103,12 @@ def _worker_pids() -> list[int]:
     return pids
 
 
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a worker that has just exited
+            os.kill(pid, signum)
+
+
 def _visible_and_hidden(root: str) -> tuple[list[Path], list[Path]]:
     files = list(Path(root, "activations").rglob("*"))
     return (
@@ -125,11 +132,13 @@ def test_killing_a_worker_mid_run_hides_partial_files_and_a_rerun_matches(
     killed = False
     deadline = time.time() + 120
     while runner.is_alive() and time.time() < deadline and not killed:
-        visible, hidden = _visible_and_hidden(config.output_root)
-        if visible and hidden:  # one unit finished, the next one half-written
-            for pid in _worker_pids():
-                os.kill(pid, signal.SIGKILL)
-                killed = True
+        if all(_visible_and_hidden(config.output_root)):
+            # Freeze the workers before looking again, so that a commit cannot slip in between the
+            # look and the kill: kill only if, frozen, one unit is finished and the next half-written.
+            pids = _worker_pids()
+            _signal_all(pids, signal.SIGSTOP)
+            killed = all(_visible_and_hidden(config.output_root))
+            _signal_all(pids, signal.SIGKILL if killed else signal.SIGCONT)
         time.sleep(0.05)
     runner.join()
     assert killed, "the extraction finished before a worker could be killed"
