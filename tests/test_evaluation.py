@@ -21,6 +21,7 @@ from probing.evaluation import (
     linear_log_proba,
     majority_baseline,
     normalised_mutual_information,
+    smooth_linear_loss,
     temper,
     token_level_split,
 )
@@ -269,6 +270,20 @@ def hand_loss(theta: np.ndarray, X: np.ndarray, y: np.ndarray, l1: float, l2: fl
     cross_entropy = np.mean(np.logaddexp.reduce(logits, axis=1) - logits[np.arange(len(y)), y])
     l2_term = np.sqrt(np.sum(W**2)) if penalty == "norm" else np.sum(W**2)
     return float(cross_entropy + l1 * np.abs(W).sum() + l2 * l2_term)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+def test_the_closed_form_gradient_is_autograds_gradient_of_the_loss(l2):
+    rng = np.random.default_rng(4)
+    x, y = torch.from_numpy(rng.normal(size=(50, 7))), torch.from_numpy(rng.choice(4, size=50))
+    weight = torch.from_numpy(rng.normal(size=(4, 7))).requires_grad_(True)
+    bias = torch.from_numpy(rng.normal(size=4)).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + l2 * (weight**2).sum()
+    expected = torch.autograd.grad(loss, [weight, bias])
+    value, grad_weight, grad_bias = smooth_linear_loss(weight.detach(), bias.detach(), x, y, l2)
+    assert float(value) == pytest.approx(float(loss.detach()), abs=1e-12)
+    torch.testing.assert_close(grad_weight, expected[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_bias, expected[1], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("l1", [0.0, 0.02])
