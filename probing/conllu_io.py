@@ -288,24 +288,39 @@ def _locate(path: Path, line: int, text: str, raw: list[_RawToken]) -> list[Toke
     return located
 
 
-def _to_sentence(path: Path, start: int, block: list[str], ordinal: int) -> Sentence:
-    tokens = conllu.parse_token_and_metadata("\n".join(block))
-    lines = [start + i for i, text in enumerate(block) if not text.startswith("#")]
-    raw, words = _surface_tokens(path, tokens, lines)
-    sent_id = tokens.metadata.get("sent_id") or str(ordinal)
-    text = tokens.metadata.get("text") or "".join(t.form + t.space_after for t in raw).rstrip()
-    return Sentence(
-        sentence_id=f"{path.name}#{sent_id}",
-        path=str(path),
-        line=start,
-        words=tuple(words),
-        text=text,
-        tokens=tuple(_locate(path, start, text, raw)),
-    )
+@dataclass(frozen=True)
+class SentenceBlock:
+    """One sentence's lines of a CoNLL-U file, each word line checked but not parsed yet (`parse`).
+
+    Reading a treebank is mostly parsing (the ``conllu`` parser, the surface tokens, their spans in the
+    text); a caller that keeps a sample of the sentences parses only those."""
+
+    path: Path
+    start: int
+    lines: tuple[str, ...]
+    ordinal: int
+
+    def parse(self) -> Sentence:
+        """The sentence; raise CoNLLUError (file, line, field) where it is malformed."""
+        path, start = self.path, self.start
+        tokens = conllu.parse_token_and_metadata("\n".join(self.lines))
+        lines = [start + i for i, text in enumerate(self.lines) if not text.startswith("#")]
+        raw, words = _surface_tokens(path, tokens, lines)
+        sent_id = tokens.metadata.get("sent_id") or str(self.ordinal)
+        text = tokens.metadata.get("text") or "".join(t.form + t.space_after for t in raw).rstrip()
+        return Sentence(
+            sentence_id=f"{path.name}#{sent_id}",
+            path=str(path),
+            line=start,
+            words=tuple(words),
+            text=text,
+            tokens=tuple(_locate(path, start, text, raw)),
+        )
 
 
-def read_conllu(path: Path | str) -> Iterator[Sentence]:
-    """Yield the sentences of one CoNLL-U file, streaming; raise CoNLLUError on malformed input."""
+def read_blocks(path: Path | str) -> Iterator[SentenceBlock]:
+    """Yield the sentence blocks of one CoNLL-U file, streaming, each word line checked (`_check_token_line`);
+    raise CoNLLUError on a malformed line or a file without sentences."""
     path = Path(path)
     block: list[str] = []
     start, n_words, ordinal = 0, 0, 0
@@ -313,7 +328,7 @@ def read_conllu(path: Path | str) -> Iterator[Sentence]:
         if not line.strip():
             if n_words:
                 ordinal += 1
-                yield _to_sentence(path, start, block, ordinal)
+                yield SentenceBlock(path, start, tuple(block), ordinal)
             block, n_words = [], 0
             continue
         if not block:
@@ -322,6 +337,12 @@ def read_conllu(path: Path | str) -> Iterator[Sentence]:
         if not line.startswith("#") and _check_token_line(path, number, line):
             n_words += 1
     if n_words:
-        yield _to_sentence(path, start, block, ordinal + 1)
+        yield SentenceBlock(path, start, tuple(block), ordinal + 1)
     elif ordinal == 0:
         raise CoNLLUError(path, None, "file", "at least one sentence with word lines", "none")
+
+
+def read_conllu(path: Path | str) -> Iterator[Sentence]:
+    """Yield the sentences of one CoNLL-U file, streaming; raise CoNLLUError on malformed input."""
+    for block in read_blocks(path):
+        yield block.parse()

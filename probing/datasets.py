@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_conllu
+from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_blocks, read_conllu
 from probing.unimorph import ud_to_unimorph
 from probing.validation import at_least, one_of, reject
 
@@ -226,6 +226,21 @@ def read_language(ud_dir: Path | str, language: str) -> Iterable[Sentence]:
         yield from read_conllu(path)
 
 
+def sampled_sentences(ud_dir: Path | str, language: str, params: DataParams) -> tuple[dict[int, Sentence], list[str]]:
+    """The sentences a language's data is built from, by their index among its pooled sentences (at most
+    ``max_sentences_per_language``, drawn by a seed of the language), and the UD split of every pooled
+    sentence's file. Every word line of every file is checked; only the drawn sentences are parsed (a
+    malformed sentence that is not drawn is not read further)."""
+    blocks = [block for path in treebank_files(ud_dir, language) for block in read_blocks(path)]
+    keep = np.arange(len(blocks))
+    limit = params.max_sentences_per_language
+    if limit is not None and limit < len(blocks):
+        rng = np.random.default_rng(stable_seed(params.seed, language, "sentences"))
+        keep = np.sort(rng.choice(len(blocks), size=limit, replace=False))
+    split_of = {path: ud_file_split(path) for path in {b.path for b in blocks}}
+    return {int(i): blocks[i].parse() for i in keep}, [split_of[b.path] for b in blocks]
+
+
 def sentence_rows(sentences: list[Sentence], index: np.ndarray) -> pa.Table:
     """The sentence table: syntactic word forms, surface text and each word's token span."""
     surfaces = [s.surface for s in sentences]
@@ -264,13 +279,9 @@ def token_values(sentence: Sentence, token: Token) -> dict[str, tuple[int, str]]
 
 def build_language(ud_dir: Path | str, language: str, attributes: Iterable[str], params: DataParams) -> LanguageData:
     """Read a language's treebanks and build its sentence table and per-attribute datasets."""
-    sentences = list(read_language(ud_dir, language))
-    keep = np.arange(len(sentences))
-    limit = params.max_sentences_per_language
-    if limit is not None and limit < len(sentences):
-        rng = np.random.default_rng(stable_seed(params.seed, language, "sentences"))
-        keep = np.sort(rng.choice(len(sentences), size=limit, replace=False))
-    sentence_table = sentence_rows([sentences[i] for i in keep], keep)
+    sentences, splits_of_files = sampled_sentences(ud_dir, language, params)
+    keep = np.fromiter(sentences, dtype=np.int64, count=len(sentences))
+    sentence_table = sentence_rows(list(sentences.values()), keep)
     rows: dict[str, dict[str, list]] = {
         a: {k: [] for k in ("sentence_index", "position", "form", "lemma", "value")} for a in attributes
     }
@@ -287,7 +298,7 @@ def build_language(ud_dir: Path | str, language: str, attributes: Iterable[str],
                     columns["value"].append(value)
 
     data = LanguageData(language=language, sentences=sentence_table)
-    file_splits = np.asarray([ud_file_split(s.path) for s in sentences], dtype=object)
+    file_splits = np.asarray(splits_of_files, dtype=object)
     for attribute, columns in rows.items():
         table, stats = _split_and_filter(language, attribute, columns, params, file_splits)
         data.stats.append(stats)

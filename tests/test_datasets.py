@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 
 from probing.conllu_io import CoNLLUError
-from probing.datasets import DataParams, build_language, frequent_values, lemma_disjoint_split, treebank_files
+from probing.datasets import (
+    DataParams,
+    build_language,
+    frequent_values,
+    lemma_disjoint_split,
+    read_language,
+    sampled_sentences,
+    stable_seed,
+    treebank_files,
+    ud_file_split,
+)
 
 
 def test_split_is_lemma_disjoint_and_close_to_the_fractions():
@@ -106,3 +116,15 @@ def test_a_multiword_token_is_one_row_with_the_features_only_one_part_has(ud_dir
     pos = data.datasets["POS"].to_pandas()
     assert not pos["form"].isin(["do", "da", "dos", "no", "na", "ao"]).any()  # ADP + DET: two values, no row
     assert "ADP" in set(pos[pos["form"] == "de"]["value"])  # the single-word "de" is still a POS row
+
+
+def test_the_sampled_sentences_are_the_drawn_ones_of_the_fully_read_language(ud_dir):
+    """Only the drawn sentences are parsed: the same sentences as reading all and drawing from them."""
+    params = DataParams(max_sentences_per_language=50)
+    sentences, splits = sampled_sentences(ud_dir, "fr", params)
+    everything = list(read_language(ud_dir, "fr"))
+    rng = np.random.default_rng(stable_seed(params.seed, "fr", "sentences"))
+    drawn = np.sort(rng.choice(len(everything), size=50, replace=False)).tolist()
+    assert list(sentences) == drawn
+    assert [sentences[i] for i in drawn] == [everything[i] for i in drawn]
+    assert splits == [ud_file_split(s.path) for s in everything]
