@@ -256,7 +256,7 @@ def run(context: StudyContext) -> StageResult:
     began = time.perf_counter()
     requests = {"cpu": resources.num_cpus, "gpu": resources.num_gpus}
     callbacks = tracking_callbacks(config, "probe")
-    results = run_sweep("probe", partition_trainable, requests, specs, store, True, callbacks)
+    results = run_sweep("probe", partition_trainable, requests, specs, store, callbacks)
     wall = time.perf_counter() - began
     cannot: Counter[str] = Counter()
     compute = 0.0

@@ -44,7 +44,6 @@ def run_sweep(
     resources: dict,
     specs: list[dict],
     store: Store,
-    reuse_actors: bool = False,
     callbacks: Sequence[tune.Callback] = (),
 ) -> tune.ResultGrid:
     """Run one trial per spec (it gets ``config["spec"]``); Tune's own files go under the store's local ``_tune``.
@@ -57,7 +56,7 @@ def run_sweep(
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"spec": tune.grid_search(specs)},
-        tune_config=tune.TuneConfig(reuse_actors=reuse_actors),
+        tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(
             storage_path=str(store.local_dir() / "_tune"),
             name=f"{stage}-{int(time.time())}",
