@@ -107,9 +107,13 @@ def _forget(paths: list[Path]) -> None:
         path.unlink()
 
 
-def _forget_units(root: Path) -> None:
-    """One probe partition (the first checkpoint, layer 1, fr), one transfer trial and one IMP trial (seed 1)."""
+def _forget_partition(root: Path) -> None:
+    """One probe partition: the first checkpoint, layer 1, fr."""
     _forget(_stored(root, "rankings/model=tiny-bloom/checkpoint=*/layer=1/language=fr/*/*/*.parquet")[:4])
+
+
+def _forget_trials(root: Path) -> None:
+    """One transfer trial and one IMP trial (seed 1)."""
     _forget(_stored(root, "transfer/model=tiny-bloom/checkpoint=*/task=pos/*.parquet")[:1])
     _forget(_stored(root, "lottery_rounds/model=tiny-bloom/checkpoint=*/task=pos/language=en/seed-1-*.parquet"))
 
@@ -126,8 +130,10 @@ def _runs(uri: str, experiment: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def tracked(ray_cluster, tiny_study, tmp_path_factory):
-    """A copy of the tiny study, some of whose units are removed and rerun untracked, then removed again and rerun
-    with tracking to a file store; then probed once more untracked."""
+    """A copy of the tiny study, one of whose probe partitions is removed and reprobed untracked; then that
+    partition, a transfer trial and an IMP trial are removed and rerun with tracking to a file store; then probed
+    once more untracked. (Every stage gets its callbacks from one `tracking_callbacks`, so the untracked run
+    is the probe stage's only, to spare two sweeps.)"""
     tmp = tmp_path_factory.mktemp("tracking")
     root = shutil.copytree(tiny_study.root, tmp / "study", ignore=shutil.ignore_patterns("_tune"))
     plain = load_config(tiny_study.config, output_root=str(root))
@@ -137,9 +143,10 @@ def tracked(ray_cluster, tiny_study, tmp_path_factory):
     workdir.mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)  # where MLflow would put ./mlruns or ./mlflow.db by default
-        _forget_units(root)
-        untracked = [stage.run(StudyContext.open(plain)) for stage in (probe, transfer, lottery)]
-        _forget_units(root)
+        _forget_partition(root)
+        untracked = probe.run(StudyContext.open(plain))
+        _forget_partition(root)
+        _forget_trials(root)
         patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for the reading client; the tracker sets it for itself
         results = [stage.run(StudyContext.open(tracked)) for stage in (probe, transfer, lottery)]
         again = probe.run(StudyContext.open(plain))
@@ -157,15 +164,14 @@ def tracked(ray_cluster, tiny_study, tmp_path_factory):
 
 @pytest.mark.slow
 def test_without_the_section_nothing_is_logged(tracked):
-    assert [r.run for r in tracked["untracked"]] == [r.run for r in tracked["results"]]
-    assert tracked["untracked"][0].run == 4  # 2 attributes x 2 methods
+    assert tracked["untracked"].run == tracked["results"][0].run == 4  # 2 attributes x 2 methods
     assert list(tracked["workdir"].iterdir()) == []  # no ./mlruns, no ./mlflow.db
 
 
 @pytest.mark.slow
 def test_tracking_changes_no_fingerprint(tracked):
     """What the tracked run stored is what an untracked run would: it reuses every unit."""
-    first, again = tracked["untracked"][0], tracked["again"]
+    first, again = tracked["untracked"], tracked["again"]
     assert again.run == 0 and again.reused == first.reused + first.run
 
 
