@@ -1,20 +1,26 @@
-"""Benchmark: an intervention sweep with the layer-L cache against full forward passes, on the same batches.
+"""Benchmark: an intervention sweep with the layer-L cache against full forward passes.
 
 One run builds a random BLOOM (default 8 layers x 256, an 8k byte-level BPE tokenizer trained on the
 English UD text), the English Number words of the UD treebanks and their test-split batches
 (`probing.intervention_data.intervention_batches`, causal readout: the next word), and sweeps
 translation over ``--rankings`` random neuron orders x ``--ks`` values of k at layer ``--layer``
-(default: half the depth) twice:
+(default: half the depth) three times:
 
-* cached: each batch runs once up to layer L (`probing.interventions.cache_batches`), then every
-  (ranking, k) edits the cached state and re-runs only the blocks after L (`probing.interventions.effect`);
-* full: every (ranking, k) runs the whole model on every batch with the edit written at layer L by a hook.
+* cached: each batch, cut after the last column a word is read at (`probing.interventions.read_prefix`:
+  in a causal LM nothing read sees the columns after it), runs once up to layer L
+  (`probing.interventions.cache_batches`), then every (ranking, k) edits the cached state and re-runs only
+  the blocks after L (`probing.interventions.effect`);
+* full, same batches: every (ranking, k) runs the whole model on the cut batches, the edit written at layer L
+  by a hook (what the cache alone saves: at most 2x at half the depth, where the blocks after L are half
+  the blocks and the embedding, the LM head at the read positions and the readout are paid either way);
+* full: every (ranking, k) runs the whole model on the batches as built, the edit written by a hook (what a
+  sweep without this module's design does).
 
-Both read the same words the same way, and the benchmark checks that their counts are identical (the cached
-sweep is exact). It prints both times, then last ``ratio: X`` = full / cached seconds (target: at least 2 at
-half the depth; the blocks after L are half the blocks there, so what the embedding, the LM head at the read
-positions and the readout cost bounds the ratio from above by 2). Times are CPU seconds of this process
-(one torch thread unless ``--threads``), so the neighbours' load on a shared machine does not count.
+All three read the same words the same way; the benchmark checks that their counts are identical (and the
+mean change in log-probability equal within 1e-5 for the uncut batches, whose shapes round differently).
+It prints the three times, the share of token positions the cut keeps, the cache's own ratio, then last
+``ratio: X`` = full / cached seconds (target: at least 2 at half the depth). Times are CPU seconds of this
+process (one torch thread unless ``--threads``), so the neighbours' load on a shared machine does not count.
 
     python bench/intervene.py [--layers 8] [--hidden 256] [--layer 4] [--rankings 3] [--ks 10] [--words 200]
 """
@@ -70,7 +76,7 @@ def main() -> None:
     from probing.intervention_data import intervention_batches
     from probing.interventions import Edit, cache_batches, effect
     from probing.lexicon import Lexicon
-    from probing.readout import load_language_model, read_words
+    from probing.readout import load_language_model
     from probing.translation import default_k_grid, translation_shifts
 
     torch.set_num_threads(args.threads)
@@ -105,17 +111,37 @@ def main() -> None:
     cached_counts = [effect(lm, cache, cached, edit, lexicon, "Number").row() for edit in edits]
     cached_seconds = time.process_time() - began
 
-    began = time.process_time()
-    moved = [c.batch for c in cached]
-    with torch.inference_mode():  # the unedited readout, which the flips compare with: one pass per batch here too
-        baselines = [read_words(lm, lm.base(**b.inputs).last_hidden_state, b.targets) for b in moved]
-    full_counts = [full_effect(lm, layer, moved, edit, lexicon, baselines).row() for edit in edits]
-    full_seconds = time.process_time() - began
-    if full_counts != cached_counts:
-        raise AssertionError("the cached sweep's counts differ from the full forward passes'")
+    cut = [c.batch for c in cached]
+    cut_seconds, cut_counts = full_sweep(lm, layer, cut, edits, lexicon)
+    whole = [b.to(lm.device) for b in batches]
+    full_seconds, full_counts = full_sweep(lm, layer, whole, edits, lexicon)
+    if cut_counts != cached_counts:
+        raise AssertionError("the cached sweep's counts differ from the full forward passes' on the same batches")
+    for ours, theirs in zip(cached_counts, full_counts, strict=True):
+        delta = ours.pop("mean_delta_logp") - theirs.pop("mean_delta_logp")
+        if ours != theirs or not abs(delta) < 1e-5:
+            raise AssertionError(f"the cut batches read otherwise than the whole ones: {ours} vs {theirs}")
+    kept = sum(b.inputs["input_ids"].numel() for b in cut) / sum(b.inputs["input_ids"].numel() for b in whole)
     print(f"cached sweep: {cached_seconds:.2f} CPU s (one pass up to layer {layer} per batch, then blocks > {layer})")
-    print(f"full passes:  {full_seconds:.2f} CPU s (all {args.layers} blocks per edit and batch); counts identical")
+    print(f"full passes, same cut batches: {cut_seconds:.2f} CPU s (all {args.layers} blocks per edit and batch)")
+    print(f"full passes, whole batches: {full_seconds:.2f} CPU s; counts identical in all three")
+    print(f"the cut after the last read column keeps {kept:.1%} of the padded token positions")
+    print(f"cache alone (same cut batches): {cut_seconds / cached_seconds:.2f}")
     print(f"ratio: {full_seconds / cached_seconds:.2f}")
+
+
+def full_sweep(lm, layer: int, batches: list, edits: list, lexicon) -> tuple[float, list[dict]]:
+    """CPU seconds and count rows of every edit by full forward passes, with the unedited readout they are
+    compared with (one pass per batch here too)."""
+    import torch
+
+    from probing.readout import read_words
+
+    began = time.process_time()
+    with torch.inference_mode():
+        baselines = [read_words(lm, lm.base(**b.inputs).last_hidden_state, b.targets) for b in batches]
+    counts = [full_effect(lm, layer, batches, edit, lexicon, baselines).row() for edit in edits]
+    return time.process_time() - began, counts
 
 
 if __name__ == "__main__":

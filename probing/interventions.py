@@ -8,7 +8,9 @@ carry the attribute (`probing.intervention_data.EditSites`), the top-k neurons S
   `probing.translation` says (α log-spaced by rank from β to 10⁻³; z′ the next value in sorted order).
 
 The layer-L state of each batch is computed once and only the blocks after L re-run for every (ranking,
-k) (`probing.suffix.LayerCache`); k = 0 (or β = 0) is the unedited model. The effect is read as
+k) (`probing.suffix.LayerCache`); for a causal LM the batch is first cut after the last column a word is
+read at (`read_prefix`), since no read position sees the ones after it. k = 0 (or β = 0) is the unedited
+model. The effect is read as
 `probing.readout` says (the word itself for masked LMs, the next word for causal LMs), compared with the
 unedited prediction (flips, Δ log p of the gold word) and judged against the gold word with the language's
 lexicon (`probing.lexicon`: correct, CLWV, other form, wrong lemma; unknown forms apart).
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -143,13 +145,41 @@ class CachedBatch:
     baseline: ReadOut
 
 
+def _flat_columns(positions: torch.Tensor, width: int, kept: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions in (rows × ``width``) re-indexed in (rows × ``kept``): (which are kept, their new index)."""
+    rows, columns = positions // width, positions % width
+    inside = columns < kept
+    return inside, rows[inside] * kept + columns[inside]
+
+
+def read_prefix(batch: InterventionBatch) -> InterventionBatch:
+    """A causal LM's batch cut after the last column any word is read at.
+
+    In a causal LM no position sees the ones after it, so the columns after the last read one change
+    nothing that is read, edited or not, and no block need run on them. Edit sites in the cut columns
+    are dropped (their edit could only reach later positions, none of them read).
+    """
+    width = batch.inputs["input_ids"].shape[1]
+    kept = int((batch.targets.positions % width).max()) + 1
+    if kept == width:
+        return batch
+    inside, site_positions = _flat_columns(batch.sites.positions, width, kept)
+    _, read_positions = _flat_columns(batch.targets.positions, width, kept)
+    inputs = {name: tensor[:, :kept] for name, tensor in batch.inputs.items()}
+    sites = EditSites(site_positions, batch.sites.values[inside])
+    return InterventionBatch(inputs, sites, replace(batch.targets, positions=read_positions))
+
+
 @torch.inference_mode()
 def cache_batches(lm: LanguageModel, layer: int, batches: Sequence[InterventionBatch]):
-    """One full forward pass per batch: (the `LayerCache` to resume from, the cached batches)."""
+    """One full forward pass per batch: (the `LayerCache` to resume from, the cached batches); for a causal
+    readout, of the batch cut after its last read column (`read_prefix`)."""
     cache = LayerCache(lm.base, lm.points, layer)
     cached = []
     for batch in batches:
         batch = batch.to(lm.device)
+        if lm.readout == "causal":
+            batch = read_prefix(batch)
         state, last = cache.full(batch.inputs)
         cached.append(CachedBatch(batch, state, read_words(lm, last, batch.targets)))
     return cache, cached

@@ -13,11 +13,20 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BloomConfig, BloomForCausalLM
 
 from probing.datasets import SENTENCE_SCHEMA, WORD_SCHEMA
-from probing.intervention_data import EditSites, intervention_batches
-from probing.interventions import Counts, Edit, cache_batches, choose_beta, edit_state, effect, saturation_index
+from probing.intervention_data import EditSites, InterventionBatch, intervention_batches
+from probing.interventions import (
+    Counts,
+    Edit,
+    cache_batches,
+    choose_beta,
+    edit_state,
+    effect,
+    read_prefix,
+    saturation_index,
+)
 from probing.lexicon import Analysis, Lexicon
 from probing.models import HookPoints, hook_name
-from probing.readout import LanguageModel
+from probing.readout import LanguageModel, ReadTargets
 from probing.suffix import LayerCache
 from probing.translation import (
     ALPHA_FLOOR,
@@ -154,6 +163,29 @@ def test_k_zero_or_beta_zero_leaves_the_logits_bit_identical(kind, inputs):
     assert torch.equal(
         model.lm_head(cache.resume(state, inputs)) if kind == "bloom" else model.cls(cache.resume(state, inputs)), clean
     )
+
+
+@torch.inference_mode()
+def test_a_causal_batch_cut_after_its_last_read_column_reads_what_the_whole_batch_reads(inputs):
+    """Row 0 is read at column 4, row 1 at column 3: columns 5.. go, with the sites there (row 0's 7, row 1's 5)."""
+    model = tiny_lm("bloom")
+    sites = EditSites(torch.tensor([2, 3, 7, 9 + 4, 9 + 5]), torch.tensor([0, 0, 1, 1, 1]))
+    targets = ReadTargets(torch.tensor([4, 9 + 3]), torch.tensor([5, 6]), torch.tensor([0, 1]), (None, None))
+    cut = read_prefix(InterventionBatch(inputs, sites, targets))
+    assert cut.inputs["input_ids"].shape == (2, 5)
+    assert torch.equal(cut.inputs["input_ids"], inputs["input_ids"][:, :5])
+    assert cut.sites.positions.tolist() == [2, 3, 5 + 4] and cut.sites.values.tolist() == [0, 0, 1]
+    assert cut.targets.positions.tolist() == [4, 5 + 3]
+    base, points = model.base_model, HookPoints(model.base_model)
+    edit = Edit.top_k("translation", ORDER, 9, 8.0, SHIFTS)
+    with points.hooks([(hook_name(1), lambda hidden: edit_state(hidden, sites, edit))]):
+        whole = base(**inputs).last_hidden_state.reshape(-1, WIDTH)[targets.positions]
+    cache = LayerCache(base, points, 1)
+    state, _ = cache.full(cut.inputs)
+    resumed = cache.resume(edit_state(state, cut.sites, edit), cut.inputs).reshape(-1, WIDTH)[cut.targets.positions]
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=1e-6)
+    unedited = base(**inputs).last_hidden_state.reshape(-1, WIDTH)[targets.positions]
+    assert not torch.allclose(whole, unedited)  # the kept sites' edit reached what is read
 
 
 # --- a model with a planted Number value -----------------------------------------------------------------
