@@ -202,7 +202,7 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, betas=(0.9, 0.95))
     if done:
         optimizer.load_state_dict(torch.load(run_dir / step_name(start) / "trainer_state.pt")["optimizer"])
-    log = _read_log(run_dir, start)
+    log = _read_log(run_dir, start) if done else []  # the rows up to the checkpoint resumed from
     if not done:
         log.append(
             {
@@ -214,6 +214,7 @@ def pretrain(
                 "seconds": 0.0,
             }
         )
+        _write_log(run_dir, log, partial=True)  # before the checkpoint: a resumed run finds its row
         _save_checkpoint(run_dir, 0, model, tokenizer, optimizer)
     model.train()
     began = time.perf_counter()
@@ -235,11 +236,11 @@ def pretrain(
             "tokens": step * params.batch_size * params.seq_len,
             "seconds": time.perf_counter() - began,
         }
+        log.append(entry)
         if step in wanted:
             entry["heldout_loss"] = _heldout_loss(model, heldout)
+            _write_log(run_dir, log, partial=True)  # before the checkpoint: a resumed run finds every row to it
             _save_checkpoint(run_dir, step, model, tokenizer, optimizer)
-            _write_log(run_dir, [*log, entry], partial=True)
-        log.append(entry)
         if progress:
             progress(step, entry["loss"])
     _write_log(run_dir, log, partial=False)
@@ -248,7 +249,7 @@ def pretrain(
 
 def _read_log(run_dir: Path, up_to: int) -> list[dict]:
     path = run_dir / "loss.partial.parquet"
-    if up_to == 0 or not path.is_file():
+    if not path.is_file():
         return []
     return [row for row in pq.read_table(path).to_pylist() if row["step"] <= up_to]
 

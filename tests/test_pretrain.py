@@ -3,11 +3,13 @@
 import shutil
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from probing import pretrain as pretrain_module
 from probing.models import load_model
 from probing.pretrain import PretrainParams, checkpoint_steps, learning_rate, pretrain, step_name
 from tests.conftest import ud_texts
@@ -74,3 +76,23 @@ def test_rerun_is_a_no_op_and_a_resumed_run_equals_an_uninterrupted_one(trained,
     for name, tensor in reference.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
     assert pq.read_table(crashed / "loss.parquet").num_rows == PARAMS.steps + 1
+
+
+@pytest.mark.parametrize("killed_at", [0, 10])
+def test_a_run_killed_just_after_a_checkpoint_resumes_with_every_loss_row(trained, tmp_path, monkeypatch, killed_at):
+    """The driver can die between a checkpoint and whatever follows it: the resumed log still has every step."""
+    texts, run_dir = trained
+    save = pretrain_module._save_checkpoint
+
+    def save_then_die(directory, step, *args):
+        save(directory, step, *args)
+        if step == killed_at:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(pretrain_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(SystemExit):
+        pretrain(texts, PARAMS, tmp_path / "killed")
+    monkeypatch.setattr(pretrain_module, "_save_checkpoint", save)
+    pretrain(texts, PARAMS, tmp_path / "killed")
+    resumed = pq.read_table(tmp_path / "killed" / "loss.parquet").to_pandas().drop(columns="seconds")
+    pd.testing.assert_frame_equal(resumed, pq.read_table(run_dir / "loss.parquet").to_pandas().drop(columns="seconds"))
