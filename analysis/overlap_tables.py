@@ -4,8 +4,8 @@ Input: ranking records (one per model, checkpoint, layer, language, attribute, m
 order of all d neurons, and the k its trial resolved for the model: the study's k, or ``k_fraction``·d).
 Overlaps are taken at each record's own k, so that models of different widths are compared at the same
 fraction of their width when the study gives k that way. Output: plain row dicts for the
-``overlap_pairs``, ``overlap_summary`` and ``method_overlaps`` tables. Trajectories across checkpoints
-and layers are these rows ordered by ``checkpoint_index`` and ``layer``.
+``overlap_pairs``, ``overlap_summary``, ``method_overlaps`` and ``attribute_contrasts`` tables.
+Trajectories across checkpoints and layers are these rows ordered by ``checkpoint_index`` and ``layer``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from analysis.attribute_overlap import attribute_contrast
 from analysis.overlap import (
     common_overlap_pvalue,
     expected_common_overlap,
@@ -22,9 +23,11 @@ from analysis.overlap import (
     overlap_pvalue,
     pairwise_overlap,
 )
+from probing.datasets import stable_seed
 
 MATRIX_KEY = ("model", "checkpoint", "layer", "attribute", "method", "seed")
 CONFIG_KEY = ("model", "checkpoint", "layer", "language", "attribute", "seed")
+CONTRAST_KEY = ("model", "checkpoint", "layer", "method", "seed")
 
 
 def group_k(records: Iterable[Mapping]) -> int:
@@ -129,4 +132,37 @@ def method_overlap_rows(records: Iterable[Mapping]) -> list[dict]:
                         "pvalue": float(overlap_pvalue(counts[i, j], kk, d)),
                     }
                 )
+    return rows
+
+
+def attribute_contrast_rows(records: Iterable[Mapping], checkpoint_index: Mapping[tuple[str, str], int]) -> list[dict]:
+    """Same- against cross-attribute overlap per (model, checkpoint, layer, method, seed) (`attribute_contrast`),
+    its permutations seeded by that key."""
+    groups: dict[tuple, list[Mapping]] = defaultdict(list)
+    for record in records:
+        groups[tuple(record[c] for c in CONTRAST_KEY)].append(record)
+    rows = []
+    for group, members in sorted(groups.items(), key=lambda g: str(g[0])):
+        base = dict(zip(CONTRAST_KEY, group, strict=True))
+        members = sorted(members, key=lambda r: (r["language"], r["attribute"]))
+        d = len(members[0]["ranking"])
+        kk = min(group_k(members), d)
+        contrast = attribute_contrast(
+            [np.asarray(r["ranking"][:kk]) for r in members],
+            [r["language"] for r in members],
+            [r["attribute"] for r in members],
+            d,
+            seed=stable_seed("attribute_contrast", *group),
+        )
+        rows.append(
+            {
+                **base,
+                "checkpoint_index": checkpoint_index.get((base["model"], base["checkpoint"]), -1),
+                "d": d,
+                "expected_rate": kk / d,
+                "n_languages": len({r["language"] for r in members}),
+                "attributes": sorted({r["attribute"] for r in members}),
+                **contrast,
+            }
+        )
     return rows
