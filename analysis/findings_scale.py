@@ -1,5 +1,10 @@
 """Does a ranking's cross-lingual overlap exceed what neuron scale alone gives? (rows in, findings out)
 
+Two answers. The scale control, below; and the attribute contrast (`analysis.attribute_overlap`): the same
+method's overlap between the same attribute in two languages against its overlap between different
+attributes in them, which holds scale, frequency and every other attribute-blind preference fixed
+(`contrast_findings`).
+
 The hypergeometric null of ``overlap_pairs`` assumes each language's top k is a uniformly random k-subset.
 A ranking that favours high-variance neurons ("rogue dimensions", which are the same neurons in every
 language) beats that null without any shared grammar. The scale control (`probing.rankers.VarianceRanker`:
@@ -19,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.findings import ALPHA, Finding, benjamini_hochberg
+from analysis.findings import ALPHA, Finding, benjamini_hochberg, pooled_trend
 
 SCALE_CONTROL = "variance"
 PAIR_KEY = ("model", "checkpoint", "layer", "seed", "language_a", "language_b", "k")
@@ -69,3 +74,59 @@ def scale_findings(rows: Sequence[Mapping]) -> list[Finding]:
         )
         findings.append(Finding("scale", sentence, dict(row) | {"above_scale": above}))
     return findings
+
+
+def contrast_findings(rows: Sequence[Mapping], control: str = "random") -> list[Finding]:
+    """Per (model, method, seed): where same-attribute overlap exceeds cross-attribute overlap (BH over the
+    study's contrasts), at the first and the last checkpoint, and the excess's pooled trend over checkpoints
+    (`analysis.findings.pooled_trend` over the layers' series; one-sided p for "rises")."""
+    groups: dict[tuple, list[Mapping]] = defaultdict(list)
+    for row in rows:
+        if not np.isnan(row["pvalue"]) and row["checkpoint_index"] >= 0:
+            groups[(row["model"], row["method"], row["seed"])].append(row)
+    findings = []
+    for (model, method, seed), members in sorted(groups.items(), key=lambda g: (g[0][1] == control, str(g[0]))):
+        indices = sorted({r["checkpoint_index"] for r in members})
+        first = [r for r in members if r["checkpoint_index"] == indices[0]]
+        last = [r for r in members if r["checkpoint_index"] == indices[-1]]
+        significant = [r for r in members if r["pvalue_bh"] <= ALPHA and r["excess"] > 0]
+        layers = sorted({r["layer"] for r in members})
+        series = [
+            [r["excess"] for r in sorted(members, key=lambda r: r["checkpoint_index"]) if r["layer"] == layer]
+            for layer in layers
+        ]
+        rho, rises, _ = pooled_trend(series)
+        role = " (the control: no excess expected)" if method == control else ""
+        trend = (
+            f"over {len(indices)} checkpoints the excess's mean Spearman ρ = {rho:+.2f} (one-sided joint permutation "
+            f"p = {rises:.2g})"
+            if not np.isnan(rho)
+            else "no trend tested (fewer than 3 checkpoints)"
+        )
+        sentence = (
+            f"{method}{role}: same-attribute overlap across languages exceeds cross-attribute overlap (same method, "
+            f"same language pairs) in {len(significant)} of {len(members)} (checkpoint, layer) cells after BH. "
+            f"First checkpoint: {_cells(first)}; last: {_cells(last)}; {trend}."
+        )
+        numbers = {
+            "model": model,
+            "method": method,
+            "seed": seed,
+            "significant": len(significant),
+            "cells": len(members),
+            "first_significant": sum(r in significant for r in first),
+            "last_significant": sum(r in significant for r in last),
+            "mean_rho": rho,
+            "pvalue_rises": rises,
+        }
+        findings.append(Finding("scale", sentence, numbers))
+    return findings
+
+
+def _cells(rows: Sequence[Mapping]) -> str:
+    """ "rate vs rate (excess, BH p) at layer L" for each row, by layer."""
+    return "; ".join(
+        f"layer {r['layer']} {r['same_rate']:.3f} vs {r['cross_rate']:.3f} (excess {r['excess']:+.3f}, BH p = "
+        f"{r['pvalue_bh']:.2g})"
+        for r in sorted(rows, key=lambda r: r["layer"])
+    )

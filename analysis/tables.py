@@ -296,6 +296,35 @@ TABLES: dict[str, TableSpec] = {
             "per method: the overlap trend pooled over layers and attributes, joint permutation p, BH",
         ),
         TableSpec(
+            "attribute_contrasts",
+            ("model",),
+            pa.schema(
+                [
+                    ("checkpoint", pa.string()),
+                    ("layer", pa.int64()),
+                    ("method", pa.string()),
+                    ("seed", pa.int64()),
+                    ("checkpoint_index", pa.int64()),
+                    ("k", pa.int64()),
+                    ("d", pa.int64()),
+                    ("expected_rate", pa.float64()),
+                    ("n_languages", pa.int64()),
+                    ("attributes", pa.list_(pa.string())),
+                    ("n_sets", pa.int64()),
+                    ("n_same_pairs", pa.int64()),
+                    ("n_cross_pairs", pa.int64()),
+                    ("same_rate", pa.float64()),
+                    ("cross_rate", pa.float64()),
+                    ("excess", pa.float64()),
+                    ("n_permutations", pa.int64()),
+                    ("pvalue", pa.float64()),
+                    ("pvalue_bh", pa.float64()),
+                ]
+            ),
+            True,
+            "per (checkpoint, layer, method): same- minus cross-attribute overlap across languages, permutation p, BH",
+        ),
+        TableSpec(
             "transfer",
             (*_CHECKPOINT, "task"),
             pa.schema(

@@ -12,12 +12,13 @@ import hashlib
 
 import pyarrow.dataset as ds
 
+from analysis.attribute_overlap import N_PERMUTATIONS
 from analysis.correlation import correlation_rows
 from analysis.database import open_results
 from analysis.findings import benjamini_hochberg, pooled_trend_rows, trend_rows
 from analysis.neuron_card_store import model_cards, without_controls
 from analysis.neuron_cards import CONTEXT_WORDS, CONTROL_METHODS, TOP_WORDS, carded_neurons
-from analysis.overlap_tables import cross_lingual_rows, method_overlap_rows
+from analysis.overlap_tables import attribute_contrast_rows, cross_lingual_rows, method_overlap_rows
 from analysis.store import Store, fingerprint
 from analysis.tables import rows_table
 from ray_jobs.common import StageResult, checkpoints
@@ -25,7 +26,14 @@ from ray_jobs.config import StudyConfig, model_revisions
 from ray_jobs.context import StudyContext
 from ray_jobs.stages import stage_main
 
-OVERLAP_TABLES = ("overlap_pairs", "overlap_summary", "method_overlaps", "overlap_trends", "pooled_trends")
+OVERLAP_TABLES = (
+    "overlap_pairs",
+    "overlap_summary",
+    "method_overlaps",
+    "overlap_trends",
+    "pooled_trends",
+    "attribute_contrasts",
+)
 
 
 def read_rankings(config: StudyConfig, store: Store) -> list[dict]:
@@ -81,13 +89,20 @@ def with_study_wide_bh(pairs: list[dict]) -> list[dict]:
     return pairs
 
 
+def with_bh(rows: list[dict]) -> list[dict]:
+    """``rows`` with ``pvalue_bh``: Benjamini–Hochberg over all of them (every model, checkpoint, layer, method)."""
+    for row, adjusted in zip(rows, benjamini_hochberg([r["pvalue"] for r in rows]), strict=True):
+        row["pvalue_bh"] = float(adjusted)
+    return rows
+
+
 def run_overlaps(config: StudyConfig, store: Store) -> bool:
     """Compute and store the overlap tables per model; return False when they were already up to date."""
     records = read_rankings(config, store)
     if not records:
         print("[analyse] no rankings stored yet; nothing to analyse")
         return False
-    fp = fingerprint("overlaps", rankings_fingerprint(records))
+    fp = fingerprint("overlaps", rankings_fingerprint(records), {"contrast_permutations": N_PERMUTATIONS})
     models = sorted({r["model"] for r in records})
     if all([store.done(store.path(t, model=m), fp) for t in OVERLAP_TABLES for m in models]):  # each looked at
         print("[analyse] overlap tables are up to date")
@@ -100,6 +115,7 @@ def run_overlaps(config: StudyConfig, store: Store) -> bool:
         "method_overlaps": method_overlap_rows(records),
         "overlap_trends": trend_rows(summaries),
         "pooled_trends": pooled_trend_rows(summaries),
+        "attribute_contrasts": with_bh(attribute_contrast_rows(records, order)),
     }
     for model in models:
         for table, all_rows in tables.items():

@@ -83,7 +83,7 @@ def test_a_rerun_of_the_finished_study_moved_elsewhere_does_no_work(
     assert pipeline.main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out
-    assert report.stat().st_mtime_ns == before
+    assert report.stat().st_mtime_ns == before, out
     with duckdb.connect(str(tmp_path / "study" / DATABASE_NAME), read_only=True) as con:
         assert (
             str(tmp_path / "study")

@@ -19,7 +19,7 @@ from analysis.findings import (
 from analysis.findings_interventions import comparison_rows, intervention_findings
 from analysis.findings_lottery import mask_findings
 from analysis.findings_lottery import transfer_findings as ticket_findings
-from analysis.findings_scale import scale_findings, scale_rows
+from analysis.findings_scale import contrast_findings, scale_findings, scale_rows
 from analysis.report import Paragraph, Section, Table
 from analysis.report_sections.probing import evaluated_k
 from analysis.report_sections.section import ReportContext, ReportSection
@@ -59,7 +59,10 @@ def build(context: ReportContext) -> Section:
             "same datasets (one-sided Wilcoxon signed-rank, Benjamini–Hochberg over all comparisons); overlap "
             "p-values are exact hypergeometric tails, BH-corrected over every overlap test of the study; trends are "
             "Spearman's ρ of the overlap rate against checkpoint order, exact p, BH over all trends, and pooled per "
-            "method over layers and attributes by a joint permutation of the checkpoints (one-sided: does it rise?)."
+            "method over layers and attributes by a joint permutation of the checkpoints (one-sided: does it rise?); "
+            "the attribute contrast compares a method's overlap between the same attribute in two languages with its "
+            "overlap between different attributes in them (each language's attribute labels permuted; BH), which "
+            "holds neuron scale and every other attribute-blind preference fixed."
         ],
     )
     findings = []
@@ -80,6 +83,17 @@ def build(context: ReportContext) -> Section:
             )
     if "pooled_trends" in views:
         findings += pooled_trend_findings(context.records("SELECT * FROM pooled_trends"))
+    if "attribute_contrasts" in views:
+        findings += contrast_findings(context.records("SELECT * FROM attribute_contrasts"))
+        section.tables.append(
+            context.table(
+                "Same- against cross-attribute overlap across languages per checkpoint, layer and method (permutation "
+                "of each language's attribute labels; BH over the study)",
+                "SELECT model, checkpoint, layer, method, k, expected_rate, same_rate, cross_rate, excess, "
+                "n_same_pairs, n_cross_pairs, pvalue, pvalue_bh FROM attribute_contrasts "
+                "ORDER BY method, layer, checkpoint_index",
+            )
+        )
     if "probe_metrics" in views:
         at = evaluated_k(con, context.study["k"])
         small = sorted(r[0] for r in con.execute(f"SELECT DISTINCT k FROM probe_metrics WHERE k <= {at}").fetchall())

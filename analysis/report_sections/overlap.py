@@ -72,6 +72,8 @@ def build_trajectory(context: ReportContext) -> Section:
             "random",
         )
         section.images.append((f"{model}, {method}: overlap rate against layer at {last} (cf. Fig. 2)", name))
+    if "attribute_contrasts" in context.views:
+        section.images += contrast_plots(context)
     section.tables.append(
         Table(
             "Average overlap rate and significant pairs (Holm, α = 0.05) per matrix",
@@ -80,6 +82,36 @@ def build_trajectory(context: ReportContext) -> Section:
         )
     )
     return section
+
+
+def contrast_plots(context: ReportContext) -> list[tuple[str, str]]:
+    """Per model: same- minus cross-attribute overlap rate against checkpoint, one line per method (mean of the
+    layers); 0 is what attribute-blind sharing (scale, frequency) gives (`analysis.attribute_overlap`)."""
+    rows = context.con.execute(
+        "SELECT model, checkpoint, method, avg(excess) FROM attribute_contrasts WHERE checkpoint_index >= 0 "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    images = []
+    for model in sorted({r[0] for r in rows}):
+        mine = [r for r in rows if r[0] == model]
+        checkpoints = [c for c in context.study["checkpoints"].get(model, []) if any(r[1] == c for r in mine)]
+        excess = {
+            method: [next((r[3] for r in mine if r[1] == c and r[2] == method), np.nan) for c in checkpoints]
+            for method in sorted({r[2] for r in mine})
+        }
+        name = f"attribute-contrast-{model}.png"
+        plot_series(
+            checkpoints,
+            excess,
+            context.out_dir / name,
+            f"{model}: same- minus cross-attribute overlap across languages",
+            "checkpoint",
+            "excess overlap rate",
+            0.0,
+            "attribute-blind sharing",
+        )
+        images.append((f"{model}: overlap specific to the attribute, against checkpoint (Findings: its tests)", name))
+    return images
 
 
 def build_heatmaps(context: ReportContext) -> Section:
