@@ -2,8 +2,7 @@
 
 Two answers. The scale control, below; and the attribute contrast (`analysis.attribute_overlap`): the same
 method's overlap between the same attribute in two languages against its overlap between different
-attributes in them, which holds scale, frequency and every other attribute-blind preference fixed
-(`contrast_findings`).
+attributes in them, each ranking taken beyond the scale control's top k (`contrast_findings`).
 
 The hypergeometric null of ``overlap_pairs`` assumes each language's top k is a uniformly random k-subset.
 A ranking that favours high-variance neurons ("rogue dimensions", which are the same neurons in every
@@ -103,9 +102,11 @@ def contrast_findings(rows: Sequence[Mapping], control: str = "random") -> list[
             if not np.isnan(rho)
             else "no trend tested (fewer than 3 checkpoints)"
         )
+        removed = members[0]["scale_removed"]
         sentence = (
-            f"{method}{role}: same-attribute overlap across languages exceeds cross-attribute overlap (same method, "
-            f"same language pairs) in {len(significant)} of {len(members)} (checkpoint, layer) cells after BH. "
+            f"{method}{role}: beyond the scale control's top {removed} neurons, same-attribute overlap across "
+            f"languages exceeds cross-attribute overlap (same method, same language pairs) in {len(significant)} of "
+            f"{len(members)} (checkpoint, layer) cells after BH. "
             f"First checkpoint: {_cells(first)}; last: {_cells(last)}; {trend}."
         )
         numbers = {

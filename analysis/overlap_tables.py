@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from analysis.attribute_overlap import attribute_contrast
+from analysis.attribute_overlap import attribute_contrast, beyond_scale
 from analysis.overlap import (
     common_overlap_pvalue,
     expected_common_overlap,
@@ -135,20 +135,30 @@ def method_overlap_rows(records: Iterable[Mapping]) -> list[dict]:
     return rows
 
 
-def attribute_contrast_rows(records: Iterable[Mapping], checkpoint_index: Mapping[tuple[str, str], int]) -> list[dict]:
-    """Same- against cross-attribute overlap per (model, checkpoint, layer, method, seed) (`attribute_contrast`),
-    its permutations seeded by that key."""
+def attribute_contrast_rows(
+    records: Iterable[Mapping], checkpoint_index: Mapping[tuple[str, str], int], scale_control: str
+) -> list[dict]:
+    """Same- against cross-attribute overlap per (model, checkpoint, layer, method, seed) (`attribute_contrast`)
+    on each ranking beyond the scale control's top k of the same (language, attribute) (`beyond_scale`); sets
+    without a scale ranking are left out, and so are the scale control's own. Permutations seeded by the key."""
+    records = list(records)
+    scale = {tuple(r[c] for c in CONFIG_KEY): r["ranking"] for r in records if r["method"] == scale_control}
     groups: dict[tuple, list[Mapping]] = defaultdict(list)
     for record in records:
-        groups[tuple(record[c] for c in CONTRAST_KEY)].append(record)
+        if record["method"] != scale_control and tuple(record[c] for c in CONFIG_KEY) in scale:
+            groups[tuple(record[c] for c in CONTRAST_KEY)].append(record)
     rows = []
     for group, members in sorted(groups.items(), key=lambda g: str(g[0])):
         base = dict(zip(CONTRAST_KEY, group, strict=True))
         members = sorted(members, key=lambda r: (r["language"], r["attribute"]))
         d = len(members[0]["ranking"])
-        kk = min(group_k(members), d)
+        kk = min(group_k(members), d // 2)
+        tops = [
+            beyond_scale(np.asarray(r["ranking"]), np.asarray(scale[tuple(r[c] for c in CONFIG_KEY)][:kk]), kk)
+            for r in members
+        ]
         contrast = attribute_contrast(
-            [np.asarray(r["ranking"][:kk]) for r in members],
+            tops,
             [r["language"] for r in members],
             [r["attribute"] for r in members],
             d,
@@ -159,7 +169,7 @@ def attribute_contrast_rows(records: Iterable[Mapping], checkpoint_index: Mappin
                 **base,
                 "checkpoint_index": checkpoint_index.get((base["model"], base["checkpoint"]), -1),
                 "d": d,
-                "expected_rate": kk / d,
+                "scale_removed": kk,
                 "n_languages": len({r["language"] for r in members}),
                 "attributes": sorted({r["attribute"] for r in members}),
                 **contrast,

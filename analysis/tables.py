@@ -307,7 +307,7 @@ TABLES: dict[str, TableSpec] = {
                     ("checkpoint_index", pa.int64()),
                     ("k", pa.int64()),
                     ("d", pa.int64()),
-                    ("expected_rate", pa.float64()),
+                    ("scale_removed", pa.int64()),
                     ("n_languages", pa.int64()),
                     ("attributes", pa.list_(pa.string())),
                     ("n_sets", pa.int64()),
@@ -322,7 +322,7 @@ TABLES: dict[str, TableSpec] = {
                 ]
             ),
             True,
-            "per (checkpoint, layer, method): same- minus cross-attribute overlap across languages, permutation p, BH",
+            "per (checkpoint, layer, method): same- minus cross-attribute overlap beyond scale, permutation p, BH",
         ),
         TableSpec(
             "transfer",

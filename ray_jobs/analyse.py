@@ -16,6 +16,7 @@ from analysis.attribute_overlap import N_PERMUTATIONS
 from analysis.correlation import correlation_rows
 from analysis.database import open_results
 from analysis.findings import benjamini_hochberg, pooled_trend_rows, trend_rows
+from analysis.findings_scale import SCALE_CONTROL
 from analysis.neuron_card_store import model_cards, without_controls
 from analysis.neuron_cards import CONTEXT_WORDS, CONTROL_METHODS, TOP_WORDS, carded_neurons
 from analysis.overlap_tables import attribute_contrast_rows, cross_lingual_rows, method_overlap_rows
@@ -102,7 +103,8 @@ def run_overlaps(config: StudyConfig, store: Store) -> bool:
     if not records:
         print("[analyse] no rankings stored yet; nothing to analyse")
         return False
-    fp = fingerprint("overlaps", rankings_fingerprint(records), {"contrast_permutations": N_PERMUTATIONS})
+    contrast = {"permutations": N_PERMUTATIONS, "beyond": SCALE_CONTROL}
+    fp = fingerprint("overlaps", rankings_fingerprint(records), contrast)
     models = sorted({r["model"] for r in records})
     if all([store.done(store.path(t, model=m), fp) for t in OVERLAP_TABLES for m in models]):  # each looked at
         print("[analyse] overlap tables are up to date")
@@ -115,13 +117,12 @@ def run_overlaps(config: StudyConfig, store: Store) -> bool:
         "method_overlaps": method_overlap_rows(records),
         "overlap_trends": trend_rows(summaries),
         "pooled_trends": pooled_trend_rows(summaries),
-        "attribute_contrasts": with_bh(attribute_contrast_rows(records, order)),
+        "attribute_contrasts": with_bh(attribute_contrast_rows(records, order, SCALE_CONTROL)),
     }
-    for model in models:
+    for model in models:  # every table, empty ones too, so that an unchanged rerun finds each one done
         for table, all_rows in tables.items():
             rows = [r for r in all_rows if r["model"] == model]
-            if rows:
-                store.write(rows_table(table, rows, drop=("model",)), store.path(table, model=model), fp)
+            store.write(rows_table(table, rows, drop=("model",)), store.path(table, model=model), fp)
     return True
 
 

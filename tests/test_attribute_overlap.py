@@ -1,6 +1,7 @@
 """The attribute contrast: same- against cross-attribute overlap across languages, with a permutation test of
 each language's attribute labels. It must match a pair-by-pair count, find a shared grammar planted under
-shared high-variance neurons, stay at chance when only the high-variance neurons are shared, and give
+shared high-variance neurons, stay at chance when only the high-variance neurons are shared, even when the
+attributes differ in strength (which the raw contrast does not: the reason for `beyond_scale`), and give
 uniform p-values under its null."""
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import math
 import numpy as np
 import pytest
 
-from analysis.attribute_overlap import attribute_contrast
+from analysis.attribute_overlap import attribute_contrast, beyond_scale
 from analysis.findings_scale import contrast_findings
 from analysis.overlap_tables import attribute_contrast_rows
 from probing.rankers import make_ranker
 from ray_jobs.analyse import with_bh
 
-D, K, N, ROGUE = 128, 8, 400, 4
+D, K, N, ROGUE, ROGUE_SD = 128, 8, 400, 8, 8.0
 LANGUAGES = [f"l{i}" for i in range(6)]
 ATTRIBUTES = ["Gender", "Number", "POS"]
 
@@ -63,32 +64,41 @@ def test_renaming_attributes_or_languages_changes_no_rate():
         assert plain[column] == renamed[column]
 
 
-def _sets(shared_grammar: bool, seed: int) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Probeless top-k per (language, attribute) on activations whose first ROGUE neurons have standard deviation
-    40 in every language; each attribute's value shifts K neurons, the same in every language or each
-    language's own."""
+STRENGTHS = {"Gender": 0.5, "Number": 0.5, "POS": 0.5}
+UNEQUAL = {"Gender": 0.3, "Number": 1.0, "POS": 3.0}
+
+
+def _rankings(shared_grammar: bool, seed: int, strengths: dict[str, float] = STRENGTHS):
+    """Probeless and scale-control rankings per (language, attribute) on activations whose first ROGUE neurons
+    have standard deviation ROGUE_SD in every language; each attribute's value shifts K neurons by its strength, the
+    same neurons in every language or each language's own. Yields (language, attribute, probeless, variance)."""
     rng = np.random.default_rng(seed)
     pool = np.arange(ROGUE, D)
-    common = {a: rng.choice(pool, size=K, replace=False) for a in ATTRIBUTES}
-    tops, languages, attributes = [], [], []
+    common = {a: rng.choice(pool, size=K, replace=False) for a in strengths}
     for language in LANGUAGES:
-        for attribute in ATTRIBUTES:
+        for attribute, shift in strengths.items():
             grammar = common[attribute] if shared_grammar else rng.choice(pool, size=K, replace=False)
             y = rng.integers(0, 2, N)
             X = rng.normal(size=(N, D))
-            X[:, :ROGUE] *= 40
-            X[np.ix_(y == 1, grammar)] += 1.5
-            tops.append(make_ranker("probeless").fit(X, y).order[:K])
-            languages.append(language)
-            attributes.append(attribute)
-    return tops, languages, attributes
+            X[:, :ROGUE] *= ROGUE_SD
+            X[np.ix_(y == 1, grammar)] += shift
+            orders = [make_ranker(method).fit(X, y).order for method in ("probeless", "variance")]
+            yield language, attribute, *orders
+
+
+def _sets(shared_grammar: bool, seed: int, strengths: dict[str, float] = STRENGTHS, beyond: bool = False):
+    """Probeless top-k sets (beyond the scale control's top k when ``beyond``), languages and attributes."""
+    found = list(_rankings(shared_grammar, seed, strengths))
+    tops = [beyond_scale(p, v[:K], K) if beyond else p[:K] for _, _, p, v in found]
+    return tops, [f[0] for f in found], [f[1] for f in found]
 
 
 def test_a_shared_grammar_under_shared_rogue_neurons_is_found():
-    tops, languages, attributes = _sets(shared_grammar=True, seed=2)
-    result = attribute_contrast(tops, languages, attributes, D, n_permutations=500, seed=3)
-    assert result["excess"] > 0.3
-    assert result["pvalue"] < 0.01
+    for beyond in (False, True):
+        tops, languages, attributes = _sets(shared_grammar=True, seed=2, strengths=UNEQUAL, beyond=beyond)
+        result = attribute_contrast(tops, languages, attributes, D, n_permutations=500, seed=3)
+        assert result["excess"] > 0.3
+        assert result["pvalue"] < 0.01
 
 
 def test_rogue_neurons_alone_give_no_excess():
@@ -99,6 +109,25 @@ def test_rogue_neurons_alone_give_no_excess():
     assert result["cross_rate"] > 3 * K / D  # far above hypergeometric chance
     assert abs(result["excess"]) < 0.05
     assert result["pvalue"] > 0.05
+
+
+def test_attributes_of_unequal_strength_fool_the_raw_contrast_but_not_the_one_beyond_scale():
+    """A weak attribute lets more rogue neurons into its top k in every language, so two weak sets overlap
+    through them: the raw contrast finds "shared grammar" that is not there; without the scale control's top
+    k it does not."""
+    for seed in (6, 7):
+        raw = attribute_contrast(*_sets(False, seed, UNEQUAL), D, n_permutations=500, seed=seed)
+        assert raw["excess"] > 0.05 and raw["pvalue"] < 0.01
+        beyond = attribute_contrast(*_sets(False, seed, UNEQUAL, beyond=True), D, n_permutations=500, seed=seed)
+        assert abs(beyond["excess"]) < 0.03
+        assert beyond["pvalue"] > 0.05
+
+
+def test_beyond_scale_keeps_the_order_of_what_is_left():
+    order = np.array([5, 1, 7, 3, 0, 2, 6, 4])
+    assert beyond_scale(order, np.array([1, 3]), 4).tolist() == [5, 7, 0, 2]
+    with pytest.raises(ValueError, match="only 2 neurons are left"):
+        beyond_scale(order[:4], np.array([1, 3]), 3)
 
 
 def test_pvalues_are_uniform_under_the_null():
@@ -139,39 +168,43 @@ def test_bad_input_is_refused(tops, languages, attributes, message):
         attribute_contrast(tops, languages, attributes, d=10, n_permutations=10)
 
 
-def _records(method: str, checkpoint: str, shared: bool, seed: int) -> list[dict]:
-    tops, languages, attributes = _sets(shared, seed)
-    key = {"model": "m", "checkpoint": checkpoint, "layer": 1, "method": method, "seed": 0, "k": K}
-    rest = np.arange(D)
-    return [
-        key | {"language": lang, "attribute": attr, "ranking": np.concatenate([top, np.setdiff1d(rest, top)]).tolist()}
-        for top, lang, attr in zip(tops, languages, attributes, strict=True)
-    ]
+def _records(checkpoint: str, shared: bool, seed: int, methods=("probeless", "variance")) -> list[dict]:
+    key = {"model": "m", "checkpoint": checkpoint, "layer": 1, "seed": 0, "k": K}
+    records = []
+    for language, attribute, probeless, variance in _rankings(shared, seed, UNEQUAL):
+        rankings = {"probeless": probeless, "variance": variance, "random": np.random.default_rng(seed).permutation(D)}
+        for method in methods:
+            records.append(
+                key | {"language": language, "attribute": attribute, "method": method, "ranking": rankings[method]}
+            )
+    return records
 
 
-def test_rows_are_seeded_by_their_key_and_the_findings_count_what_is_significant():
-    records = _records("probeless", "step-0", False, 8) + _records("probeless", "step-9", True, 9)
-    records += _records("random", "step-0", False, 10) + _records("random", "step-9", False, 11)
+def test_rows_are_taken_beyond_scale_seeded_by_their_key_and_counted_by_the_findings():
+    records = _records("step-0", False, 8, ("probeless", "variance", "random")) + _records("step-9", True, 9)
     order = {("m", "step-0"): 0, ("m", "step-9"): 1}
-    rows = with_bh(attribute_contrast_rows(records, order))
-    again = with_bh(attribute_contrast_rows(list(reversed(records)), order))
+    rows = with_bh(attribute_contrast_rows(records, order, "variance"))
+    again = with_bh(attribute_contrast_rows(list(reversed(records)), order, "variance"))
     assert [r["pvalue"] for r in rows] == [r["pvalue"] for r in again]  # the draw depends on the key, not the order
     by_key = {(r["method"], r["checkpoint"]): r for r in rows}
-    assert len(rows) == 4 and by_key[("probeless", "step-9")]["checkpoint_index"] == 1
+    assert sorted(by_key) == [("probeless", "step-0"), ("probeless", "step-9"), ("random", "step-0")]  # no variance
+    assert by_key[("probeless", "step-9")]["checkpoint_index"] == 1
+    assert by_key[("probeless", "step-9")]["scale_removed"] == K
     assert by_key[("probeless", "step-9")]["pvalue_bh"] <= 0.05 < by_key[("probeless", "step-0")]["pvalue_bh"]
-    assert by_key[("probeless", "step-9")]["expected_rate"] == K / D
     findings = {f.numbers["method"]: f for f in contrast_findings(rows)}
     assert findings["probeless"].numbers["significant"] == 1
     assert findings["probeless"].numbers["last_significant"] == 1
     assert findings["probeless"].numbers["first_significant"] == 0
     assert findings["random"].numbers["significant"] == 0
     assert "the control" in findings["random"].sentence
+    without_scale = [r for r in records if r["method"] != "variance"]
+    assert attribute_contrast_rows(without_scale, order, "variance") == []  # no scale control, no contrast
 
 
 def test_the_permutations_of_two_keys_are_drawn_apart():
     """Identical sets under two keys (as the seed audit asks): each key draws its own permutations."""
-    records = _records("probeless", "step-0", False, 12)
+    records = _records("step-0", False, 12)
     renamed = [r | {"checkpoint": "step-1"} for r in records]
-    rows = attribute_contrast_rows(records + renamed, {})
+    rows = attribute_contrast_rows(records + renamed, {}, "variance")
     assert rows[0]["excess"] == rows[1]["excess"]
     assert rows[0]["pvalue"] != rows[1]["pvalue"]

@@ -61,8 +61,8 @@ def build(context: ReportContext) -> Section:
             "Spearman's ρ of the overlap rate against checkpoint order, exact p, BH over all trends, and pooled per "
             "method over layers and attributes by a joint permutation of the checkpoints (one-sided: does it rise?); "
             "the attribute contrast compares a method's overlap between the same attribute in two languages with its "
-            "overlap between different attributes in them (each language's attribute labels permuted; BH), which "
-            "holds neuron scale and every other attribute-blind preference fixed."
+            "overlap between different attributes in them, each ranking taken beyond the scale control's top k "
+            "(each language's attribute labels permuted; BH)."
         ],
     )
     findings = []
@@ -83,13 +83,14 @@ def build(context: ReportContext) -> Section:
             )
     if "pooled_trends" in views:
         findings += pooled_trend_findings(context.records("SELECT * FROM pooled_trends"))
-    if "attribute_contrasts" in views:
-        findings += contrast_findings(context.records("SELECT * FROM attribute_contrasts"))
+    contrasts = context.records("SELECT * FROM attribute_contrasts") if "attribute_contrasts" in views else []
+    if contrasts:
+        findings += contrast_findings(contrasts)
         section.tables.append(
             context.table(
-                "Same- against cross-attribute overlap across languages per checkpoint, layer and method (permutation "
-                "of each language's attribute labels; BH over the study)",
-                "SELECT model, checkpoint, layer, method, k, expected_rate, same_rate, cross_rate, excess, "
+                "Same- against cross-attribute overlap across languages beyond the scale control's top neurons, per "
+                "checkpoint, layer and method (permutation of each language's attribute labels; BH over the study)",
+                "SELECT model, checkpoint, layer, method, k, scale_removed, same_rate, cross_rate, excess, "
                 "n_same_pairs, n_cross_pairs, pvalue, pvalue_bh FROM attribute_contrasts "
                 "ORDER BY method, layer, checkpoint_index",
             )
