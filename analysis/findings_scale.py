@@ -85,19 +85,18 @@ def contrast_findings(rows: Sequence[Mapping], control: str = "random") -> list[
             groups[(row["model"], row["method"], row["seed"])].append(row)
     findings = []
     for (model, method, seed), members in sorted(groups.items(), key=lambda g: (g[0][1] == control, str(g[0]))):
-        indices = sorted({r["checkpoint_index"] for r in members})
-        first = [r for r in members if r["checkpoint_index"] == indices[0]]
-        last = [r for r in members if r["checkpoint_index"] == indices[-1]]
-        significant = [r for r in members if r["pvalue_bh"] <= ALPHA and r["excess"] > 0]
-        layers = sorted({r["layer"] for r in members})
+        members = sorted(members, key=lambda r: (r["checkpoint_index"], r["layer"]))
+        first = [r for r in members if r["checkpoint_index"] == members[0]["checkpoint_index"]]
+        last = [r for r in members if r["checkpoint_index"] == members[-1]["checkpoint_index"]]
+        n_checkpoints = len({r["checkpoint_index"] for r in members})
+        significant = sum(map(_significant, members))
         series = [
-            [r["excess"] for r in sorted(members, key=lambda r: r["checkpoint_index"]) if r["layer"] == layer]
-            for layer in layers
+            [r["excess"] for r in members if r["layer"] == layer] for layer in sorted({r["layer"] for r in members})
         ]
         rho, rises, _ = pooled_trend(series)
         role = " (the control: no excess expected)" if method == control else ""
         trend = (
-            f"over {len(indices)} checkpoints the excess's mean Spearman ρ = {rho:+.2f} (one-sided joint permutation "
+            f"over {n_checkpoints} checkpoints the excess's mean Spearman ρ = {rho:+.2f} (one-sided joint permutation "
             f"p = {rises:.2g})"
             if not np.isnan(rho)
             else "no trend tested (fewer than 3 checkpoints)"
@@ -105,7 +104,7 @@ def contrast_findings(rows: Sequence[Mapping], control: str = "random") -> list[
         removed = members[0]["scale_removed"]
         sentence = (
             f"{method}{role}: beyond the scale control's top {removed} neurons, same-attribute overlap across "
-            f"languages exceeds cross-attribute overlap (same method, same language pairs) in {len(significant)} of "
+            f"languages exceeds cross-attribute overlap (same method, same language pairs) in {significant} of "
             f"{len(members)} (checkpoint, layer) cells after BH. "
             f"First checkpoint: {_cells(first)}; last: {_cells(last)}; {trend}."
         )
@@ -113,15 +112,20 @@ def contrast_findings(rows: Sequence[Mapping], control: str = "random") -> list[
             "model": model,
             "method": method,
             "seed": seed,
-            "significant": len(significant),
+            "significant": significant,
             "cells": len(members),
-            "first_significant": sum(r in significant for r in first),
-            "last_significant": sum(r in significant for r in last),
+            "first_significant": sum(map(_significant, first)),
+            "last_significant": sum(map(_significant, last)),
             "mean_rho": rho,
             "pvalue_rises": rises,
         }
         findings.append(Finding("scale", sentence, numbers))
     return findings
+
+
+def _significant(row: Mapping) -> bool:
+    """A contrast above zero after the study's BH."""
+    return row["pvalue_bh"] <= ALPHA and row["excess"] > 0
 
 
 def _cells(rows: Sequence[Mapping]) -> str:

@@ -23,11 +23,12 @@ def top_k(order: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.asarray(order)[:k])
 
 
-def pairwise_overlap(orders: Sequence[np.ndarray], k: int) -> np.ndarray:
-    """Symmetric matrix of |top_k(a) ∩ top_k(b)| over all pairs of rankings (diagonal = k)."""
+def pairwise_overlap(orders: Sequence[np.ndarray], k: int, d: int | None = None) -> np.ndarray:
+    """Symmetric matrix of |top_k(a) ∩ top_k(b)| over all pairs of rankings (diagonal = k); ``d``, the number
+    of neurons, defaults to the rankings' length (give it when ``orders`` are top-k sets or cut rankings)."""
     if len({len(o) for o in orders}) > 1:
         raise ValueError("all rankings must rank the same number of neurons")
-    d = len(orders[0])
+    d = len(orders[0]) if d is None else d
     member = np.zeros((len(orders), d), dtype=np.int64)
     for row, order in enumerate(orders):
         member[row, top_k(order, k)] = 1

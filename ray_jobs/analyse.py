@@ -79,22 +79,20 @@ def rankings_fingerprint(records: list[dict]) -> str:
     return digest.hexdigest()[:16]
 
 
-def with_study_wide_bh(pairs: list[dict]) -> list[dict]:
-    """``pairs`` with ``pvalue_bh`` and ``pvalue_by``: Benjamini–Hochberg and Benjamini–Yekutieli over every
-    overlap test of the study (all models, checkpoints, layers, attributes, methods and seeds), next to Holm's
-    per-matrix correction."""
-    pvalues = [r["pvalue"] for r in pairs]
-    for column, method in (("pvalue_bh", "bh"), ("pvalue_by", "by")):
-        for row, adjusted in zip(pairs, benjamini_hochberg(pvalues, method), strict=True):
-            row[column] = float(adjusted)
-    return pairs
-
-
-def with_bh(rows: list[dict]) -> list[dict]:
-    """``rows`` with ``pvalue_bh``: Benjamini–Hochberg over all of them (every model, checkpoint, layer, method)."""
-    for row, adjusted in zip(rows, benjamini_hochberg([r["pvalue"] for r in rows]), strict=True):
-        row["pvalue_bh"] = float(adjusted)
+def with_bh(rows: list[dict], methods: tuple[str, ...] = ("bh",)) -> list[dict]:
+    """``rows`` with ``pvalue_<method>`` per method ("bh": Benjamini–Hochberg, "by": Benjamini–Yekutieli) over
+    all of them: every model, checkpoint, layer, attribute, method and seed of the study."""
+    pvalues = [r["pvalue"] for r in rows]
+    for method in methods:
+        for row, adjusted in zip(rows, benjamini_hochberg(pvalues, method), strict=True):
+            row[f"pvalue_{method}"] = float(adjusted)
     return rows
+
+
+def with_study_wide_bh(pairs: list[dict]) -> list[dict]:
+    """Overlap ``pairs`` with ``pvalue_bh`` and ``pvalue_by`` over every overlap test of the study, next to
+    Holm's per-matrix correction."""
+    return with_bh(pairs, ("bh", "by"))
 
 
 def run_overlaps(config: StudyConfig, store: Store) -> bool:
