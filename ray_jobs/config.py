@@ -104,8 +104,9 @@ class ExtractionConfig:
     is always its resolution, set here from the config alone, so that the fingerprint is known before
     any actor starts. ``device_map: auto`` spreads a checkpoint that does not fit one GPU over the
     actor's GPUs. ``overlap_tokenization`` prepares the next chunk in a background thread during the
-    forward pass (None: only when the actor has a GPU; on 2 CPUs the thread competes with the forward
-    pass for nothing, see the README's benchmarks).
+    forward pass and writes the last chunk's Parquet files in background threads (None: only when the
+    actor has a GPU; on 2 CPUs the threads compete with the forward pass for nothing, see the README's
+    benchmarks).
     """
 
     params: ExtractionParams = field(default_factory=ExtractionParams, metadata=FLAT)
@@ -126,7 +127,7 @@ class ExtractionConfig:
 
     @property
     def overlap(self) -> bool:
-        """Whether the actor overlaps tokenization with the forward pass."""
+        """Whether the actor overlaps tokenization and writing with the forward pass."""
         return self.resources.num_gpus > 0 if self.overlap_tokenization is None else self.overlap_tokenization
 
 

@@ -108,29 +108,72 @@ class CheckpointWorker:
         yield self.finish()
 
     def write_chunks(self, chunks: Iterable[tuple[np.ndarray, list]]) -> Iterator[int]:
-        """Extract and write (sentence indices, `SurfaceText`s) chunks in order; yield each one's size."""
-        for sentence_index, sentences, result in self.extractor.extract_stream(chunks, self.overlap):
-            self.write(sentence_index, sentences, result)
-            yield len(sentences)
+        """Extract and write (sentence indices, `SurfaceText`s) chunks in order; yield each one's size once written.
+
+        With ``overlap`` the Parquet writes of chunk i run in background threads, one per layer (pyarrow
+        releases the GIL), while chunk i+1 runs forward: on a GPU, encoding and writing the word vectors
+        costs more than the forward pass of a small model, and would otherwise leave the GPU idle. One
+        chunk's writes are in flight at a time, so memory stays bounded; the files are the same.
+        """
+        results = self.extractor.extract_stream(chunks, self.overlap)
+        if not self.overlap:
+            for sentence_index, sentences, result in results:
+                self.write(sentence_index, sentences, result)
+                yield len(sentences)
+            return
+        with ThreadPoolExecutor(max_workers=max(1, len(self.writers)), thread_name_prefix="xling-write") as pool:
+            pending: tuple[int, list] | None = None
+            for sentence_index, sentences, result in results:
+                if pending is not None:
+                    yield self._finished(*pending)
+                pending = len(sentences), self.submit_write(pool, sentence_index, sentences, result)
+            if pending is not None:
+                yield self._finished(*pending)
+
+    @staticmethod
+    def _finished(size: int, writes: list) -> int:
+        """Wait for one chunk's layer writes (raising the first error); its number of sentences."""
+        for write in writes:
+            write.result()
+        return size
 
     def write(self, sentence_index: np.ndarray, sentences: list, result) -> None:
         """Write one extracted chunk (a `BatchResult` of ``sentences``) and count it."""
+        keys, positions = self.count(sentence_index, sentences, result)
+        for layer, writer in self.writers.items():
+            writer.write_table(self.layer_table(layer, writer.schema, keys, positions, result))
+
+    def submit_write(self, pool: ThreadPoolExecutor, sentence_index: np.ndarray, sentences: list, result) -> list:
+        """`write`, each layer's file written by a task of ``pool``; the tasks' futures."""
+        keys, positions = self.count(sentence_index, sentences, result)
+        return [
+            pool.submit(
+                lambda w=writer, layer=layer: w.write_table(self.layer_table(layer, w.schema, keys, positions, result))
+            )
+            for layer, writer in self.writers.items()
+        ]
+
+    def count(self, sentence_index: np.ndarray, sentences: list, result) -> tuple[pa.Array, pa.Array]:
+        """Count one extracted chunk; its rows' sentence keys and word positions."""
         kept_index = sentence_index[result.kept]
         lengths = np.asarray([len(sentences[i].starts) for i in result.kept], dtype=np.int64)
         keys = pa.array(np.repeat(kept_index, lengths).astype(np.int32))
         positions = pa.array(
             np.concatenate([np.arange(n) for n in lengths]).astype(np.int32) if len(lengths) else np.zeros(0, np.int32)
         )
-        value_type = np.float16 if self.dtype == "float16" else np.float32
-        for layer, writer in self.writers.items():
-            flat = pa.array(result.vectors[layer].astype(value_type).reshape(-1))
-            vectors = pa.FixedSizeListArray.from_arrays(flat, self.loaded.hidden_size)
-            writer.write_table(pa.Table.from_arrays([keys, positions, vectors], schema=writer.schema))
         self.counts["sentences"] += len(result.kept)
         self.counts["dropped_sentences"] += len(result.dropped)
         self.counts["words"] += int(lengths.sum())
         self.counts["dropped_words"] += sum(len(sentences[i].starts) for i in result.dropped)
         self.counts["tokens"] += result.n_tokens
+        return keys, positions
+
+    def layer_table(self, layer: int, schema: pa.Schema, keys: pa.Array, positions: pa.Array, result) -> pa.Table:
+        """One layer's rows of an extracted chunk, in the stored dtype."""
+        value_type = np.float16 if self.dtype == "float16" else np.float32
+        flat = pa.array(result.vectors[layer].astype(value_type, copy=False).reshape(-1))
+        vectors = pa.FixedSizeListArray.from_arrays(flat, self.loaded.hidden_size)
+        return pa.Table.from_arrays([keys, positions, vectors], schema=schema)
 
     def abort(self) -> None:
         """Drop the hidden files of a language that failed part-way."""

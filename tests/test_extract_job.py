@@ -217,6 +217,62 @@ def test_bfloat16_compute_is_stored_as_configured_and_close_to_float32(tmp_path,
     assert error(half) < error(low) < 0.03  # bfloat16 compute: 8 mantissa bits, a few per mille
 
 
+def _stored_layers(config, model_dir, sentences: list, name: str) -> dict[int, object]:
+    """Every layer of the study written by the actor's class in-process; the stored tables by layer."""
+    store = Store(config.output_root)
+    worker = extract.CheckpointWorker(str(model_dir), "step-b", list(config.layers), config, store)
+    paths = {
+        layer: store.path("activations", model=name, checkpoint="step-b", layer=layer, language="en")
+        for layer in config.layers
+    }
+    worker.begin(paths, {layer: name for layer in config.layers})
+    chunks = ((np.arange(start, start + 8), sentences[start : start + 8]) for start in range(0, len(sentences), 8))
+    assert list(worker.write_chunks(chunks)) == [
+        len(sentences[start : start + 8]) for start in range(0, len(sentences), 8)
+    ]
+    stats = worker.finish()
+    assert stats["words"] == sum(len(s.starts) for s in sentences)
+    return {layer: pq.read_table(path) for layer, path in paths.items()}
+
+
+def test_background_writes_store_the_same_rows_as_sequential_writes(tmp_path, ud_dir, tiny_bloom_dir):
+    config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
+    sentences = [s.surface for s in islice(read_language(ud_dir, "en"), 40)]
+    sequential = _stored_layers(with_extraction(config, overlap_tokenization=False), tiny_bloom_dir, sentences, "seq")
+    background = _stored_layers(with_extraction(config, overlap_tokenization=True), tiny_bloom_dir, sentences, "bg")
+    assert set(sequential) == set(background) == {0, 2}
+    for layer in sequential:
+        assert sequential[layer].equals(background[layer])
+    assert not sequential[0].column("vector").equals(sequential[2].column("vector"))  # each file got its own layer
+
+
+def test_a_failing_background_write_raises_and_leaves_no_visible_file(tmp_path, ud_dir, tiny_bloom_dir, monkeypatch):
+    config = with_extraction(study(tmp_path, ud_dir, tiny_bloom_dir, "out"), overlap_tokenization=True)
+    sentences = [s.surface for s in islice(read_language(ud_dir, "en"), 24)]
+    store = Store(config.output_root)
+    worker = extract.CheckpointWorker(str(tiny_bloom_dir), "step-b", [0, 2], config, store)
+    written = []
+
+    def table_or_full_disk(layer, *args):
+        written.append(layer)
+        if len(written) == 3:  # the second chunk's first layer
+            raise OSError("No space left on device")
+        return extract.CheckpointWorker.layer_table(worker, layer, *args)
+
+    monkeypatch.setattr(worker, "layer_table", table_or_full_disk)
+    paths = {
+        layer: store.path("activations", model="t", checkpoint="step-b", layer=layer, language="en") for layer in (0, 2)
+    }
+    worker.begin(paths, {0: "t", 2: "t"})
+    chunks = ((np.arange(start, start + 8), sentences[start : start + 8]) for start in range(0, len(sentences), 8))
+    with pytest.raises(OSError, match="No space left"):
+        for _ in worker.write_chunks(chunks):
+            pass
+    worker.abort()
+    assert not any(Path(p).exists() for p in paths.values())
+    assert not list(Path(config.output_root).rglob("*.tmp"))
+
+
 def test_a_model_without_a_source_is_left_out_and_the_others_are_extracted(tmp_path, ud_dir, tiny_bloom_dir):
     """A model that failed to pre-train has no source; the other models' units are still found."""
     config = study(tmp_path, ud_dir, tiny_bloom_dir, "out")
