@@ -117,21 +117,34 @@ def subword_word_pairs(
 
 
 def encode_text(tokenizer: object, sentences: Sequence[SurfaceText]) -> list[EncodedText]:
-    """Tokenize each sentence's surface text (special tokens added) and map sub-words to its words."""
+    """Tokenize each sentence's surface text (special tokens added) and map sub-words to its words.
+
+    The alignment runs once over the whole batch: each sentence's character spans are shifted past the
+    previous sentences' text, so one `subword_word_pairs` call aligns them all (per-sentence numpy calls
+    held the GIL long enough to stall a GPU's forward pass in the other thread).
+    """
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
     encodings = backend.encode_batch([s.text for s in sentences], add_special_tokens=True)
-    encoded = []
-    for enc, sentence in zip(encodings, sentences, strict=True):
-        subword, word = subword_word_pairs(
-            np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2),
-            np.asarray(enc.special_tokens_mask, dtype=np.int64),
-            np.asarray(sentence.starts, dtype=np.int64),
-            np.asarray(sentence.ends, dtype=np.int64),
-        )
-        encoded.append(EncodedText(enc.ids, subword, word))
-    return encoded
+    if not encodings:
+        return []
+    n_tokens = np.fromiter((len(enc.ids) for enc in encodings), np.int64, len(encodings))
+    n_words = np.fromiter((len(s.starts) for s in sentences), np.int64, len(sentences))
+    shift = np.cumsum([0] + [len(s.text) + 1 for s in sentences[:-1]])
+    token_shift = np.repeat(shift, n_tokens)
+    word_shift = np.repeat(shift, n_words)
+    offsets = np.fromiter((x for enc in encodings for pair in enc.offsets for x in pair), np.int64).reshape(-1, 2)
+    special = np.fromiter((x for enc in encodings for x in enc.special_tokens_mask), np.int64, int(n_tokens.sum()))
+    starts = np.fromiter((x for s in sentences for x in s.starts), np.int64, int(n_words.sum())) + word_shift
+    ends = np.fromiter((x for s in sentences for x in s.ends), np.int64, int(n_words.sum())) + word_shift
+    subword, word = subword_word_pairs(offsets + token_shift[:, None], special, starts, ends)
+    token_base, word_base = np.cumsum(n_tokens) - n_tokens, np.cumsum(n_words) - n_words
+    cuts = np.searchsorted(subword, np.cumsum(n_tokens)[:-1])
+    return [
+        EncodedText(enc.ids, sub - token_base[i], wrd - word_base[i])
+        for i, (enc, sub, wrd) in enumerate(zip(encodings, np.split(subword, cuts), np.split(word, cuts), strict=True))
+    ]
 
 
 def pool_words(hidden: torch.Tensor, subword: torch.Tensor, word: torch.Tensor, n_words: int) -> torch.Tensor:

@@ -136,6 +136,20 @@ def test_each_words_subwords_spell_its_surface_token(models, real, which):
     assert checked >= 100
 
 
+@pytest.mark.parametrize("which", ["bloom", "bert"])
+def test_a_batch_is_aligned_as_each_of_its_sentences_alone(models, sentences, which):
+    """`encode_text` aligns a whole batch in one pass over shifted spans: each sentence's pairs must be the ones
+    it gets alone (a wrong shift would map sub-words to a neighbour's words or drop them)."""
+    tokenizer = models[which].tokenizer
+    together = encode_text(tokenizer, sentences)
+    for sentence, batched in zip(sentences, together, strict=True):
+        [alone] = encode_text(tokenizer, [sentence])
+        assert batched.ids == alone.ids
+        assert np.array_equal(batched.subword, alone.subword) and np.array_equal(batched.word, alone.word)
+        assert set(alone.word.tolist()) == set(range(len(sentence.starts)))  # every word has a sub-word
+    assert encode_text(tokenizer, []) == []
+
+
 def test_subword_word_pairs_cover_mwt_parts_straddling_subwords_and_skip_specials():
     # text "del coche." : tokens del [0,3) (words 0, 1: a multi-word token), coche [4,9) (word 2), . [9,10) (word 3)
     starts, ends = np.array([0, 0, 4, 9]), np.array([3, 3, 9, 10])
