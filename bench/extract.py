@@ -3,7 +3,7 @@
 In one run, on the same model and the same batches of real UD sentences:
 * full path: tokenize + forward + pool + write Parquet (the `CheckpointWorker` of `ray_jobs.extract`,
   run in-process so that Ray's scheduling is not what is measured), with the configured defaults
-  (on CPU: sequential; on a GPU: bfloat16 compute and tokenization overlapped with the forward pass);
+  (on CPU: sequential; on a GPU: bfloat16 compute, tokenization and writing overlapped with the forward pass);
 * the same full path with the other overlap setting, to measure what the background thread costs
   or gains on this machine;
 * bare: only the batched forward passes (layers read at their hook points) over identical padded batches,
@@ -110,12 +110,13 @@ def run_bare(model_dir: Path, sentences: list, layers: list[int], gpus: int = 0)
     return time.perf_counter() - began, sum(len(x) for b in batches for x in b)
 
 
-def peak_rss_child(model_dir: Path, n: int, repeat: int, layers: list[int]) -> int:
-    """Peak RSS (KiB) of a fresh process running the full path over ``repeat`` copies of the corpus."""
+def peak_rss_child(model_dir: Path, n: int, repeat: int, layers: list[int], gpus: int) -> int:
+    """Peak RSS (KiB) of a fresh process running the full path over ``repeat`` copies of the corpus (host
+    memory, also when the forward pass runs on a GPU)."""
     code = (
         f"import sys, json, resource, tempfile; sys.path.insert(0, {str(REPO)!r}); "
         f"import bench.extract as b; from pathlib import Path; s = b.corpus({n}) * {repeat}; "
-        f"b.run_full(Path({str(model_dir)!r}), s, Path(tempfile.mkdtemp()), {layers}); "
+        f"b.run_full(Path({str(model_dir)!r}), s, Path(tempfile.mkdtemp()), {layers}, {gpus}); "
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -162,8 +163,8 @@ def main() -> None:
         print(f"full path, overlap {other}:             {full_tokens / other_s:,.0f} tokens/s ({other_s:.2f} s)")
         print(f"bare batched forward:                 {bare_rate:,.0f} tokens/s ({bare_s:.2f} s)")
         small = max(200, args.sentences // 4)
-        rss1 = peak_rss_child(model_dir, small, 1, layers)
-        rss4 = peak_rss_child(model_dir, small, 4, layers)
+        rss1 = peak_rss_child(model_dir, small, 1, layers, args.gpus)
+        rss4 = peak_rss_child(model_dir, small, 4, layers, args.gpus)
         print(
             f"peak RSS, full path: {rss1 / 1024:.0f} MiB for {small} sentences, {rss4 / 1024:.0f} MiB for 4x "
             f"({100 * (rss4 / rss1 - 1):+.1f}%; target <= +10%)"
