@@ -38,10 +38,15 @@ def group_k(records: Iterable[Mapping]) -> int:
     return ks.pop()
 
 
+def _key(record: Mapping, columns: tuple[str, ...]) -> tuple:
+    """The record's values of ``columns``."""
+    return tuple(record[c] for c in columns)
+
+
 def _grouped(records: Iterable[Mapping], key: tuple[str, ...], member: str) -> dict[tuple, dict[str, Mapping]]:
     groups: dict[tuple, dict[str, Mapping]] = defaultdict(dict)
     for record in records:
-        groups[tuple(record[c] for c in key)][record[member]] = record
+        groups[_key(record, key)][record[member]] = record
     return groups
 
 
@@ -142,11 +147,11 @@ def attribute_contrast_rows(
     on each ranking beyond the scale control's top k of the same (language, attribute) (`beyond_scale`); sets
     without a scale ranking are left out, and so are the scale control's own. Permutations seeded by the key."""
     records = list(records)
-    scale = {tuple(r[c] for c in CONFIG_KEY): r["ranking"] for r in records if r["method"] == scale_control}
+    scale = {_key(r, CONFIG_KEY): r["ranking"] for r in records if r["method"] == scale_control}
     groups: dict[tuple, list[Mapping]] = defaultdict(list)
     for record in records:
-        if record["method"] != scale_control and tuple(record[c] for c in CONFIG_KEY) in scale:
-            groups[tuple(record[c] for c in CONTRAST_KEY)].append(record)
+        if record["method"] != scale_control and _key(record, CONFIG_KEY) in scale:
+            groups[_key(record, CONTRAST_KEY)].append(record)
     rows = []
     for group, members in sorted(groups.items(), key=lambda g: str(g[0])):
         base = dict(zip(CONTRAST_KEY, group, strict=True))
@@ -154,8 +159,7 @@ def attribute_contrast_rows(
         d = len(members[0]["ranking"])
         kk = min(group_k(members), d // 2)
         tops = [
-            beyond_scale(np.asarray(r["ranking"]), np.asarray(scale[tuple(r[c] for c in CONFIG_KEY)][:kk]), kk)
-            for r in members
+            beyond_scale(np.asarray(r["ranking"]), np.asarray(scale[_key(r, CONFIG_KEY)][:kk]), kk) for r in members
         ]
         contrast = attribute_contrast(
             tops,

@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import UD_DIR, build_model  # noqa: E402  (needs REPO on the path)
-from bench.greedy import synthetic  # noqa: E402
+from bench.greedy import seconds_now, synthetic  # noqa: E402
 
 PLANTED = 24
 #: The top-k sets of CPU and device rankings must share at least this Jaccard index, or as much as two CPU seeds
@@ -58,15 +57,6 @@ class Checks:
     def __call__(self, name: str, passed: bool, detail: str) -> None:
         self.results.append(bool(passed))
         print(f"[{'pass' if passed else 'FAIL'}] {name}: {detail}", flush=True)
-
-
-def synchronised_seconds(device: str) -> float:
-    """Wall seconds, after the device's queued kernels have finished."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 def fast_params(method: str) -> dict:
@@ -134,9 +124,9 @@ def rankers_at_scale(device: str, quick: bool) -> None:
     X_dev, y_dev = synthetic(n_dev, d, 6, 40, seed=2)
     for method in RANKERS:
         ranker = make_ranker(method, {"k": 50} if RANKERS[method].needs_k else {}, seed=0, device=device)
-        began = synchronised_seconds(device)
+        began = seconds_now(device)
         ranking = ranker.fit(X_train, y_train, X_dev, y_dev)
-        seconds = synchronised_seconds(device) - began
+        seconds = seconds_now(device) - began
         hits = len(set(ranking.order[:40].tolist()) & set(range(40)))
         print(
             f"scale: {method:9s} d={d}, N={n_train:,} train + {n_dev:,} dev, 6 classes on {device}: "
@@ -170,9 +160,9 @@ def finetune_variant(model_dir: Path, variant: str, device: str, steps: int, bat
     optimizer = make_optimizer(model, params)
     model.train()
     losses = [training_step(model, optimizer, batch, params.max_grad_norm) for batch in batches[:3]]
-    began = synchronised_seconds(device)
+    began = seconds_now(device)
     losses += [training_step(model, optimizer, batch, params.max_grad_norm) for batch in batches[3:]]
-    seconds = synchronised_seconds(device) - began
+    seconds = seconds_now(device) - began
     model.eval()
     scores = evaluate_pos(model, dev, tokenizer.pad_token_id)
     gold = np.concatenate([np.asarray(e.labels)[np.asarray(e.labels) >= 0] for e in dev])

@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -118,40 +119,35 @@ class CheckpointWorker:
         results = self.extractor.extract_stream(chunks, self.overlap)
         if not self.overlap:
             for sentence_index, sentences, result in results:
-                self.write(sentence_index, sentences, result)
+                for write in self.layer_writes(sentence_index, sentences, result):
+                    write()
                 yield len(sentences)
             return
         with ThreadPoolExecutor(max_workers=max(1, len(self.writers)), thread_name_prefix="xling-write") as pool:
-            pending: tuple[int, list] | None = None
+            pending: tuple[int, list[Future]] | None = None
             for sentence_index, sentences, result in results:
                 if pending is not None:
                     yield self._finished(*pending)
-                pending = len(sentences), self.submit_write(pool, sentence_index, sentences, result)
+                writes = self.layer_writes(sentence_index, sentences, result)
+                pending = len(sentences), [pool.submit(write) for write in writes]
             if pending is not None:
                 yield self._finished(*pending)
 
     @staticmethod
-    def _finished(size: int, writes: list) -> int:
+    def _finished(size: int, writes: list[Future]) -> int:
         """Wait for one chunk's layer writes (raising the first error); its number of sentences."""
         for write in writes:
             write.result()
         return size
 
-    def write(self, sentence_index: np.ndarray, sentences: list, result) -> None:
-        """Write one extracted chunk (a `BatchResult` of ``sentences``) and count it."""
+    def layer_writes(self, sentence_index: np.ndarray, sentences: list, result) -> list[Callable[[], None]]:
+        """Count one extracted chunk (a `BatchResult` of ``sentences``); one call per layer that writes its rows."""
         keys, positions = self.count(sentence_index, sentences, result)
-        for layer, writer in self.writers.items():
+
+        def write(layer: int, writer) -> None:
             writer.write_table(self.layer_table(layer, writer.schema, keys, positions, result))
 
-    def submit_write(self, pool: ThreadPoolExecutor, sentence_index: np.ndarray, sentences: list, result) -> list:
-        """`write`, each layer's file written by a task of ``pool``; the tasks' futures."""
-        keys, positions = self.count(sentence_index, sentences, result)
-        return [
-            pool.submit(
-                lambda w=writer, layer=layer: w.write_table(self.layer_table(layer, w.schema, keys, positions, result))
-            )
-            for layer, writer in self.writers.items()
-        ]
+        return [partial(write, layer, writer) for layer, writer in self.writers.items()]
 
     def count(self, sentence_index: np.ndarray, sentences: list, result) -> tuple[pa.Array, pa.Array]:
         """Count one extracted chunk; its rows' sentence keys and word positions."""
