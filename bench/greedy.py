@@ -4,11 +4,13 @@ In one process, on the same synthetic data (d neurons, a planted informative sub
 C classes, N dev examples): the latent-variable probe is trained once and the Gaussian probe fitted
 once; then each runs k greedy steps on the same fitted model three ways: vectorised with float32
 screening (the default), vectorised all in float64, and the per-candidate reference loop (float64,
-one forward pass or one Cholesky log-density per candidate). All three must choose the same neurons
-in the same order (asserted). The floor is k timed passes of N·d·C float32 exponentials on this
-machine (every step must at least exponentiate every (row, candidate, class) logit); printed per
-ranker: vectorised / floor (target <= 3). Last line ``ratio: X`` = the smaller of loop / vectorised
-over the two rankers (target >= 100).
+one forward pass or one Cholesky log-density per candidate); the Gaussian probe also screens with
+its compiled kernel on the CPU (`probing.rankers.gaussian.CompiledKernel`; its one-off compile is
+timed apart, in wall seconds). All must choose the same neurons in the same order (asserted). The
+floor is k timed passes of N·d·C float32 exponentials on this machine (every step must at least
+exponentiate every (row, candidate, class) logit); printed per ranker: vectorised / floor (target
+<= 3). Last line ``ratio: X`` = the smaller over the two rankers of loop / the fastest vectorised
+variant (target >= 100).
 Speed-ups are ratios of this process's CPU time, which other work on a shared machine does not
 inflate (with one torch thread, CPU time is the work done); wall times are printed too.
 
@@ -59,14 +61,15 @@ def seconds_now(device: str) -> float:
 
 
 def time_greedy(
-    ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, vectorized: bool
+    ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, vectorized: bool, **options: bool
 ) -> tuple[float, float, np.ndarray]:
-    """Seconds (`seconds_now`), wall seconds and chosen neurons of k greedy steps of a fitted ranker."""
+    """Seconds (`seconds_now`), wall seconds and chosen neurons of k greedy steps of a fitted ranker
+    (``options``: extra arguments of its ``greedy_scorer``)."""
     from probing.rankers import greedy_select
 
     device = ranker.device.type
     began, wall = seconds_now(device), time.perf_counter()
-    chosen = greedy_select(ranker.greedy_scorer(X_dev, y_dev, vectorized=vectorized), k).chosen
+    chosen = greedy_select(ranker.greedy_scorer(X_dev, y_dev, vectorized=vectorized, **options), k).chosen
     return seconds_now(device) - began, time.perf_counter() - wall, chosen
 
 
@@ -90,7 +93,7 @@ def floor_seconds(n: int, d: int, n_classes: int, k: int, device: str = "cpu", c
 
 def compare(name: str, ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, floor: float, loop: bool) -> float:
     """Time the variants on one fitted ranker (the loop when ``loop``), check they agree, print them and return
-    loop / vectorised (NaN without the loop)."""
+    loop / the fastest vectorised variant (NaN without the loop)."""
     from dataclasses import replace
 
     fast_seconds, fast_wall, fast = time_greedy(ranker, X_dev, y_dev, k, vectorized=True)
@@ -101,6 +104,8 @@ def compare(name: str, ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, flo
     assert np.array_equal(fast, f64), f"{name}: float32 screening chose {fast.tolist()}, float64 {f64.tolist()}"
     print(f"{name}: vectorised {fast_seconds:.2f} s ({fast_wall:.2f} s wall; all-float64 {f64_seconds:.2f} s)")
     print(f"{name}: vectorised / floor {fast_seconds / floor:.2f} (floor {floor:.2f} s: {k} x N·d·C float32 exps)")
+    if name == "gaussian" and ranker.device.type == "cpu":  # the compiled kernel is tested on the CPU only
+        fast_seconds = min(fast_seconds, compare_compiled(ranker, X_dev, y_dev, k, floor, fast))
     if not loop:
         print(f"{name}: same {k} neurons chosen by float32 screening and float64, first ten {fast[:10].tolist()}")
         return float("nan")
@@ -108,10 +113,29 @@ def compare(name: str, ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, flo
     assert np.array_equal(fast, slow), f"{name}: vectorised chose {fast.tolist()}, loop chose {slow.tolist()}"
     print(
         f"{name}: per-candidate loop {slow_seconds:.2f} s ({slow_wall:.2f} s wall), "
-        f"speed-up {slow_seconds / fast_seconds:.1f}x"
+        f"speed-up {slow_seconds / fast_seconds:.1f}x over the fastest vectorised"
     )
-    print(f"{name}: same {k} neurons chosen by all three, first ten {fast[:10].tolist()}")
+    print(f"{name}: same {k} neurons chosen by all, first ten {fast[:10].tolist()}")
     return slow_seconds / fast_seconds
+
+
+def compare_compiled(ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, floor: float, expected: np.ndarray) -> float:
+    """The Gaussian greedy screened by the compiled kernel: its one-off compile (a 2-step search, wall seconds,
+    which depend on whether this machine's inductor cache is warm), then the timed search; returns its seconds."""
+    from probing.rankers.gaussian import COMPILE_MIN_WORK, compiles_pay
+
+    n_classes = len(ranker.model_.means)
+    work = k * n_classes * X_dev.shape[0] * X_dev.shape[1]
+    auto = "compiled" if compiles_pay(work, (n_classes, ranker.params.chunk_size), ranker.device) else "eager"
+    _, compile_wall, _ = time_greedy(ranker, X_dev, y_dev, 2, vectorized=True, compiled=True)
+    seconds, wall, chosen = time_greedy(ranker, X_dev, y_dev, k, vectorized=True, compiled=True)
+    assert np.array_equal(chosen, expected), f"gaussian: compiled chose {chosen.tolist()}, eager {expected.tolist()}"
+    print(
+        f"gaussian: compiled screening {seconds:.2f} s ({wall:.2f} s wall), / floor {seconds / floor:.2f}, "
+        f"after a one-off compile + 2 steps of {compile_wall:.2f} s wall (the default at k·C·N·d = {work:.2e} "
+        f"is {auto}: it compiles from {COMPILE_MIN_WORK:.2e}, or once compiled in the process for this C)"
+    )
+    return seconds
 
 
 def main() -> None:

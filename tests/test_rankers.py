@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import shutil
 from dataclasses import asdict, fields
 
 import numpy as np
@@ -615,3 +616,85 @@ def test_the_greedy_scorer_computes_on_the_rankers_device(method, planted):
     ranker.fit(*planted)
     scorer = ranker.greedy_scorer(planted[2], planted[3])
     assert {tensor.device for tensor in scorer.x.values()} == {ranker.device}
+
+
+def label_sorted_block(n_classes: int, m: int, n: int, seed: int) -> tuple:
+    """Screening inputs of one (C, m, N) block with rows sorted by label, logits spanning the clamp and an overflow."""
+    from probing.rankers.base import label_blocks
+
+    rng = np.random.default_rng(seed)
+    y = np.sort(rng.integers(0, n_classes, n))
+    residual = torch.from_numpy(rng.normal(0, 3, size=(n_classes, m, n)).astype(np.float32))
+    residual[:, 0, :5] = 40.0  # a candidate whose (r s)² drives some classes below EXP_FLOOR
+    variance = torch.from_numpy(rng.uniform(0.05, 2.0, size=(n_classes, m, 1)).astype(np.float32))
+    log_joint = torch.from_numpy(rng.normal(-30, 15, size=(n_classes, 1, n)).astype(np.float32))
+    log_joint[:, :, 7] = torch.tensor([400.0] + [0.0] * (n_classes - 1))[:, None]  # e^(l_c − l_y) > float32's range
+    return residual, torch.rsqrt(2 * variance), log_joint, torch.rsqrt(2 * math.pi * variance), y, label_blocks(y)[1]
+
+
+needs_a_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs g++")
+
+
+@needs_a_compiler
+def test_the_compiled_screening_kernel_sums_what_the_eager_passes_sum():
+    from probing.rankers.gaussian import compiled_kernel, row_loglik_sums, row_loglik_sums_eager
+
+    residual, scale, log_joint, weights, y, blocks = label_sorted_block(5, 16, 700, seed=4)
+    labels = torch.from_numpy(y)[None, None, :]
+    compiled = compiled_kernel()(residual, scale, log_joint, weights, labels)
+    assert (5, 16) in compiled_kernel().ready and not compiled_kernel().failed
+    scaled = residual * scale
+    eager = row_loglik_sums_eager(torch.addcmul(log_joint, scaled, scaled, value=-1), weights, blocks)
+    assert compiled.dtype == eager.dtype == torch.float64
+    overflowed = ~torch.isfinite(eager)
+    assert overflowed.any() and torch.equal(overflowed, ~torch.isfinite(compiled))  # re-scored in float64 later
+    np.testing.assert_allclose(compiled[~overflowed], eager[~overflowed], rtol=1e-5)
+    expected = row_loglik_sums(residual.double(), scale.double(), log_joint.double(), weights.double(), labels)
+    np.testing.assert_allclose(compiled[~overflowed], expected[~overflowed], rtol=1e-5)  # the function it compiles
+    other = label_sorted_block(5, 16, 333, seed=5)  # another N: the same compiled graph (N is dynamic)
+    assert torch.isfinite(compiled_kernel()(*other[:4], torch.from_numpy(other[4])[None, None, :])).any()
+
+
+@needs_a_compiler
+def test_compiled_screening_chooses_the_neurons_and_scores_of_eager_screening():
+    from probing.rankers.gaussian import compiled_kernel
+
+    data = correlated_planted(900, seed=1) + correlated_planted(600, seed=2)
+    ranker = GaussianRanker(GaussianParams(k=30, chunk_size=16))  # 120 = 7 full chunks (compiled) + 8 (eager)
+    ranker.fit(*data[:4])
+    compiled = greedy_select(ranker.greedy_scorer(*data[2:4], compiled=True), 30)
+    eager = greedy_select(ranker.greedy_scorer(*data[2:4], compiled=False), 30)
+    assert np.array_equal(compiled.chosen, eager.chosen)
+    np.testing.assert_allclose(compiled.loglik, eager.loglik, rtol=0, atol=1e-10)  # the choices re-scored in float64
+    assert np.array_equal(compiled.first, eager.first)  # the first step is float64, never compiled
+    assert (5, 16) in compiled_kernel().ready and not compiled_kernel().failed
+
+
+def test_a_failed_compile_warns_and_screens_eagerly_with_the_same_sums():
+    import torch._inductor.config as inductor_config
+
+    from probing.rankers.gaussian import CompiledKernel, row_loglik_sums
+
+    residual, scale, log_joint, weights, y, _ = label_sorted_block(3, 5, 200, seed=6)
+    args = (residual, scale, log_joint, weights, torch.from_numpy(y)[None, None, :])
+    kernel = CompiledKernel()
+    no_compiler = {"cpp.cxx": (None, "/nonexistent/g++"), "force_disable_caches": True}
+    with inductor_config.patch(no_compiler), pytest.warns(UserWarning, match="computing eagerly.*C\\+\\+ compiler"):
+        sums = kernel(*args)
+    assert kernel.failed and not kernel.ready
+    assert torch.equal(sums, row_loglik_sums(*args)) and torch.equal(kernel(*args), sums)  # eager from then on
+
+
+def test_the_kernel_is_compiled_for_large_cpu_searches_or_blocks_already_compiled():
+    from probing.rankers.gaussian import COMPILE_MIN_WORK, compiled_kernel, compiles_pay
+
+    cpu, block = torch.device("cpu"), (7, 13)
+    assert compiles_pay(COMPILE_MIN_WORK, block, cpu)
+    assert not compiles_pay(COMPILE_MIN_WORK, block, torch.device("cuda"))  # untested there: eager
+    assert not compiles_pay(COMPILE_MIN_WORK - 1, block, cpu)  # small: a compile would cost more than it saves
+    compiled_kernel().ready.add(block)  # as a compiled call records it
+    try:
+        assert compiles_pay(COMPILE_MIN_WORK - 1, block, cpu)  # already paid for in this process
+        assert not compiles_pay(COMPILE_MIN_WORK - 1, (7, 14), cpu)  # another block shape compiles anew
+    finally:
+        compiled_kernel().ready.discard(block)
