@@ -122,11 +122,10 @@ def compare(name: str, ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, flo
 def compare_compiled(ranker, X_dev: np.ndarray, y_dev: np.ndarray, k: int, floor: float, expected: np.ndarray) -> float:
     """The Gaussian greedy screened by the compiled kernel: its one-off compile (a 2-step search, wall seconds,
     which depend on whether this machine's inductor cache is warm), then the timed search; returns its seconds."""
-    from probing.rankers.gaussian import COMPILE_MIN_WORK, compiles_pay
+    from probing.rankers.gaussian import COMPILE_MIN_WORK
 
-    n_classes = len(ranker.model_.means)
-    work = k * n_classes * X_dev.shape[0] * X_dev.shape[1]
-    auto = "compiled" if compiles_pay(work, (n_classes, ranker.params.chunk_size), ranker.device) else "eager"
+    work = k * len(ranker.model_.means) * X_dev.shape[0] * X_dev.shape[1]
+    auto = "compiled" if ranker.compiles_by_default(*X_dev.shape) else "eager"
     _, compile_wall, _ = time_greedy(ranker, X_dev, y_dev, 2, vectorized=True, compiled=True)
     seconds, wall, chosen = time_greedy(ranker, X_dev, y_dev, k, vectorized=True, compiled=True)
     assert np.array_equal(chosen, expected), f"gaussian: compiled chose {chosen.tolist()}, eager {expected.tolist()}"

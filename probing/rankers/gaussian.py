@@ -61,9 +61,9 @@ confirmed in float64 (`probing.rankers.base.ScreenedGreedy`: the same choices as
 float32 residuals of all candidates are kept and updated by one rank-one step per added neuron
 when C·N·d ≤ STORED_RESIDUAL_LIMIT, so that a step costs O(C N d) and not O(C N d s). On the CPU a
 large search screens each chunk with one loop compiled by torch.compile (`row_loglik_sums`,
-`CompiledKernel`) instead of eight eager passes: at d = 1,024, N = 10,000, C = 6, k = 50 on one core,
-1.96× the exp floor against 2.96× eager (`bench/greedy.py`), after a one-off compile of ~4–18 s per
-process (`compiles_pay` decides).
+`CompiledKernel`) instead of eager ops (seven passes over it besides the exp): at d = 1,024,
+N = 10,000, C = 6, k = 50 on one core, 1.96–2.05× the exp floor against 2.92–2.96× eager
+(`bench/greedy.py`), after a one-off compile of ~3–18 s per process (`compiles_pay` decides).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ STORED_RESIDUAL_LIMIT = 2**27
 COVARIANCES = ("map", "mean")
 #: Smallest k·C·N·d for which a greedy search compiles its screening kernel (`compiles_pay`). Measured on
 #: one core (`bench/greedy.py`): the kernel saves 0.6–0.7 ns per term over the eager screening; the compile
-#: costs 4–6 s of wall time when this machine's inductor cache is warm (~18 s cold, the first compile on a
+#: costs 3–6 s of wall time when this machine's inductor cache is warm (~18 s cold, the first compile on a
 #: machine), which the saving repays from ~9e9 terms (e.g. k = 50, C = 6, N = 10,000, d = 3,000).
 COMPILE_MIN_WORK = 2**33
 
@@ -218,6 +218,9 @@ class GaussianGreedy(ScreenedGreedy):
         order, self.blocks = label_blocks(y)
         self.device, self.precision, self.chunk_size, self.kernel = device, PRECISIONS[precision], chunk_size, kernel
         self.labels = torch.from_numpy(np.ascontiguousarray(y[order]))[None, None, :].to(device)  # (1, 1, N)
+        self.counts = torch.zeros(len(model.means), dtype=torch.float64, device=device)  # rows per class
+        for label, start, stop in self.blocks:
+            self.counts[label] = stop - start
         C, (N, d) = len(model.means), Z.shape
         x = torch.from_numpy(np.ascontiguousarray(Z[order].T, dtype=np.float64)).to(device)  # (d, N)
         self.x = {torch.float64: x, self.precision: x.to(self.precision)}
@@ -290,7 +293,7 @@ class GaussianGreedy(ScreenedGreedy):
             sums.append(row_loglik_sums_eager(joint, weight, self.blocks))
         if stored:
             self.pending = None  # every stored residual has had the pending update
-        return mean_loglik_from_sums(torch.cat(sums), weights[:, :, 0], self.blocks)
+        return mean_loglik_from_sums(torch.cat(sums), weights[:, :, 0], self.counts)
 
     def add(self, neuron: int) -> None:
         """Extend the Cholesky factor by the neuron: one more row of G, one more whitened row of z (float64)."""
@@ -344,14 +347,9 @@ def row_loglik_sums_eager(
     return torch.log(total).sum(dim=1, dtype=torch.float64)
 
 
-def mean_loglik_from_sums(
-    log_totals: torch.Tensor, weights: torch.Tensor, blocks: list[tuple[int, int, int]]
-) -> torch.Tensor:
+def mean_loglik_from_sums(log_totals: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """The mean over rows of log p(y | ·) = (Σ_c n_c log w_c − Σ_n log Σ_c w_c exp(a_c − a_y)) / N per candidate,
-    float64 on the CPU (m,), from the second sum (m,) and the class weights w_c (C, m)."""
-    counts = torch.zeros(len(weights), dtype=torch.float64, device=weights.device)
-    for label, start, stop in blocks:
-        counts[label] = stop - start
+    float64 on the CPU (m,), from the second sum (m,), the class weights w_c (C, m) and the rows per class n_c."""
     loglik = counts @ torch.log(weights).double() - log_totals
     return (loglik / counts.sum()).cpu()
 
@@ -461,14 +459,18 @@ class GaussianRanker(GreedyRanker):
         Z, y = self.standardiser_(X), np.asarray(y, dtype=np.int64)
         if not vectorized:
             return GaussianGreedyLoop(self.model_, Z, y)
-        n_classes = len(self.model_.means)
         if compiled is None:
-            work = self.params.k * n_classes * Z.shape[0] * Z.shape[1]
-            compiled = compiles_pay(work, (n_classes, self.params.chunk_size), self.device)
+            compiled = self.compiles_by_default(*Z.shape)
         kernel = compiled_kernel() if compiled else None
         return GaussianGreedy(
             self.model_, Z, y, self.params.chunk_size, self.device, self.params.greedy_precision, kernel
         )
+
+    def compiles_by_default(self, n_rows: int, n_neurons: int) -> bool:
+        """Whether a search of k steps over ``n_rows`` × ``n_neurons`` dev data screens with the compiled kernel."""
+        n_classes = len(self.model_.means)
+        work = self.params.k * n_classes * n_rows * n_neurons
+        return compiles_pay(work, (n_classes, self.params.chunk_size), self.device)
 
     def predict_log_proba(self, X: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
         """log p(y | x_S) (n, C) of the fitted Gaussians from the given neurons (all when None)."""
