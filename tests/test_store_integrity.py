@@ -36,6 +36,48 @@ def test_a_written_file_carries_its_row_count_and_page_checksums(stored):
     assert Store(root).read("activations").num_rows == 2000
 
 
+def leaf_columns(path: str) -> dict[str, pq.ColumnChunkMetaData]:
+    group = pq.read_metadata(path).row_group(0)
+    return {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+
+
+def test_float_vectors_are_written_lz4_and_plain_and_other_columns_zstd_with_statistics(stored):
+    root, path = stored
+    columns = leaf_columns(path)
+    vector = columns.pop("vector.list.element")
+    assert (vector.compression, vector.is_stats_set, "RLE_DICTIONARY" in vector.encodings) == ("LZ4", False, False)
+    for key in columns.values():
+        assert (key.compression, key.is_stats_set, "RLE_DICTIONARY" in key.encodings) == ("ZSTD", True, True)
+    read = Store(root).read("activations", path)
+    assert (
+        read.column("vector")
+        .combine_chunks()
+        .flatten()
+        .equals(activations().column("vector").combine_chunks().flatten())
+    )
+
+
+def test_nested_columns_that_are_not_float_vectors_keep_zstd(tmp_path):
+    table = pa.table(
+        {
+            "values": pa.array([["a", "b"], ["c"]]),
+            "means": pa.array([[{"value": "a", "mean": 0.5}], []]),
+            "scores": pa.array([[0.25, 0.5], [1.0]], pa.list_(pa.float64())),
+        }
+    )
+    store = Store(tmp_path)
+    path = store.path("dataset_stats", language="en")
+    store.write(table, path, "fp")
+    codecs = {name: column.compression for name, column in leaf_columns(path).items()}
+    assert codecs == {
+        "values.list.element": "ZSTD",
+        "means.list.element.value": "ZSTD",
+        "means.list.element.mean": "ZSTD",
+        "scores.list.element": "LZ4",
+    }
+    assert store.read("dataset_stats", path).to_pylist() == table.to_pylist()
+
+
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
 def test_damage_is_found_moved_aside_and_counted_when_verifying(stored, kind):
     root, path = stored
