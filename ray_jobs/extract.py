@@ -166,8 +166,9 @@ class CheckpointWorker:
 
     def layer_table(self, layer: int, schema: pa.Schema, keys: pa.Array, positions: pa.Array, result) -> pa.Table:
         """One layer's rows of an extracted chunk, in the stored dtype."""
-        value_type = np.float16 if self.dtype == "float16" else np.float32
-        flat = pa.array(result.vectors[layer].astype(value_type, copy=False).reshape(-1))
+        from probing.extraction import storage_values
+
+        flat = pa.array(storage_values(result.vectors[layer], self.dtype).reshape(-1))
         vectors = pa.FixedSizeListArray.from_arrays(flat, self.loaded.hidden_size)
         return pa.Table.from_arrays([keys, positions, vectors], schema=schema)
 

@@ -12,6 +12,7 @@ from probing.extraction import (
     WordActivationExtractor,
     compute_torch_dtype,
     encode_text,
+    storage_values,
     subword_word_pairs,
     token_budget_batches,
 )
@@ -308,3 +309,16 @@ def test_a_device_map_loaded_model_gives_the_same_vectors(models, sentences):
     result = WordActivationExtractor(mapped, [1, 2]).extract(sentences)
     for layer in (1, 2):
         np.testing.assert_allclose(result.vectors[layer], expected.vectors[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_float16_storage_rounds_exactly_as_numpy_including_ties_overflow_and_subnormals():
+    ties = np.float32(1 + 2**-11) * np.array([1, -1, 3, 5], np.float32)  # halfway between two float16s
+    special = np.array([65504, 65520, 1e6, -1e6, 2**-24, 2**-25, 3e-8, -0.0, np.inf, np.nan], np.float32)
+    rng = np.random.default_rng(0)
+    values = np.concatenate([ties, special, rng.standard_normal(4998).astype(np.float32) * 100]).reshape(-1, 7)
+    stored = storage_values(values, "float16")
+    assert stored.dtype == np.float16 and stored.shape == values.shape
+    assert stored.tobytes() == values.astype(np.float16).tobytes()
+    assert storage_values(values, "float32").tobytes() == values.tobytes()
+    with pytest.raises(ValueError, match="storage dtype 'bfloat16': expected float32 or float16"):
+        storage_values(values, "bfloat16")
