@@ -280,10 +280,28 @@ def test_the_closed_form_gradient_is_autograds_gradient_of_the_loss(l2):
     bias = torch.from_numpy(rng.normal(size=4)).requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + l2 * (weight**2).sum()
     expected = torch.autograd.grad(loss, [weight, bias])
-    value, grad_weight, grad_bias = smooth_linear_loss(weight.detach(), bias.detach(), x, y, l2)
+    value, grad_weight, grad_bias = smooth_linear_loss(weight.detach(), bias.detach(), x.T.contiguous(), y, l2)
     assert float(value) == pytest.approx(float(loss.detach()), abs=1e-12)
     torch.testing.assert_close(grad_weight, expected[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(grad_bias, expected[1], rtol=0, atol=1e-12)
+
+
+def test_the_smooth_fit_reaches_scipys_minimum_of_the_hand_computed_loss():
+    rng = np.random.default_rng(6)
+    y = rng.choice(4, size=300)
+    X = rng.normal(size=(300, 6)) + 5.0  # far from zero mean: the fit centres, then shifts the bias back
+    X[:, :2] += np.array([[1.5, 0.0], [0.0, 1.5], [-1.5, 0.0], [0.0, -1.5]])[y]
+    W, b = fit_linear(X, y, 4, EvaluationParams(linear_l2=0.01))
+    reference = minimize(
+        hand_loss, np.zeros(4 * 7), args=(X, y, 0.0, 0.01, "squared"), method="L-BFGS-B", options={"gtol": 1e-10}
+    )
+    ours = np.c_[W, b].ravel()
+    assert hand_loss(ours, X, y, 0.0, 0.01, "squared") <= reference.fun + 1e-12
+    steps = 1e-5 * np.eye(len(ours))
+    gradient = [
+        hand_loss(ours + h, X, y, 0.0, 0.01, "squared") - hand_loss(ours - h, X, y, 0.0, 0.01, "squared") for h in steps
+    ]
+    assert np.abs(gradient).max() / 2e-5 < 1e-5  # stationary (central differences): the strongly convex loss's minimum
 
 
 @pytest.mark.parametrize("l1", [0.0, 0.02])
