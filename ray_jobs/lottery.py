@@ -305,13 +305,23 @@ def transfer_trials(config: StudyConfig, done: list[LotteryTrial]) -> list[Subne
     return trials
 
 
-def _sweep(context: StudyContext, name: str, trials: list, failures) -> tuple[int, float]:
-    """Run trials as a Ray Tune sweep; record the failed ones; return (finished, busy CPU-seconds)."""
-    from ray_jobs.sweep import run_trials
-    from ray_jobs.tracking import tracking_callbacks
+def _transfers_to_run(config: StudyConfig, store: Store, group: list[LotteryTrial]) -> list[SubnetworkTransferTrial]:
+    """The transfer trials of one (checkpoint, task) group's finished IMP trials that have a unit to run."""
+    return [
+        t
+        for t in transfer_trials(config, [m for m in group if lottery_done(store, m)])
+        if not all([store.done(t.unit_path(store, *u), t.unit_fingerprint(*u)) for u in t.units()])
+    ]
 
-    resources, callbacks = context.config.lottery.resources, tracking_callbacks(context.config, name)
-    return run_trials(name, lottery_trainable, trials, resources, context.store, failures, callbacks)
+
+def _transfer_groups(config: StudyConfig, trials: list[LotteryTrial]) -> dict[tuple, list[LotteryTrial]]:
+    """(model, checkpoint, task) → the IMP trials whose masks that group's sub-network transfers use (first seed)."""
+    groups: dict[tuple, list[LotteryTrial]] = defaultdict(list)
+    if config.lottery.transfer:
+        for trial in trials:
+            if trial.seed == config.lottery.seeds[0]:
+                groups[(trial.model, trial.checkpoint, trial.task)].append(trial)
+    return groups
 
 
 # --- overlaps and survival ------------------------------------------------------------------------
@@ -459,26 +469,49 @@ def run_neuron_survival(config: StudyConfig, store: Store, trials: list[LotteryT
 
 
 def run(context: StudyContext) -> StageResult:
-    """IMP trials, then sub-network transfer trials, then the mask overlaps and neuron survival."""
+    """IMP trials and sub-network transfer trials in one Tune sweep, then the mask overlaps and neuron survival.
+
+    A (checkpoint, task)'s transfer trials are released into the sweep when its first-seed IMP trials have
+    all ended (`ray_jobs.sweep.FollowUpSearcher`), so they run on actors that have already imported the
+    libraries, next to the IMP trials still running; a language whose IMP trial failed is left out of them.
+    """
+    from ray_jobs.sweep import run_trials
+    from ray_jobs.tracking import tracking_callbacks
+
     config, store, failures = context.config, context.store, context.failures_of("lottery")
     trials = lottery_trials(config, context.sources)
     pending = [t for t in trials if not lottery_done(store, t)]
-    print(f"[lottery] {len(trials)} IMP trials, {len(trials) - len(pending)} already stored, {len(pending)} to run")
-    began = time.perf_counter()
-    finished, busy = _sweep(context, "lottery", pending, failures)
-    transfers = (
-        transfer_trials(config, [t for t in trials if lottery_done(store, t)]) if config.lottery.transfer else []
+    groups = _transfer_groups(config, trials)
+    waiting = {key: {t for t in group if t in pending} for key, group in groups.items()}
+    ready = [t for key, group in groups.items() if not waiting[key] for t in _transfers_to_run(config, store, group)]
+    released: list[SubnetworkTransferTrial] = list(ready)
+
+    def follow_up(ended: LotteryTrial | SubnetworkTransferTrial) -> list[SubnetworkTransferTrial]:
+        key = (ended.model, ended.checkpoint, ended.task)
+        if not isinstance(ended, LotteryTrial) or ended not in waiting.get(key, ()):
+            return []
+        waiting[key].discard(ended)
+        now = [] if waiting[key] else _transfers_to_run(config, store, groups[key])
+        released.extend(now)
+        return now
+
+    planned = len(transfer_trials(config, trials)) if config.lottery.transfer else 0
+    print(
+        f"[lottery] {len(trials)} IMP trials, {len(trials) - len(pending)} already stored, {len(pending)} to run; "
+        f"{planned} sub-network transfer trials, {len(ready)} ready to run, the rest once their IMP trials end"
     )
-    waiting = [
-        t for t in transfers if not all([store.done(t.unit_path(store, *u), t.unit_fingerprint(*u)) for u in t.units()])
-    ]
-    print(f"[lottery] {len(transfers)} sub-network transfer trials, {len(waiting)} to run")
-    moved, transfer_busy = _sweep(context, "lottery-transfer", waiting, failures)
+    began = time.perf_counter()
+    resources, callbacks = config.lottery.resources, tracking_callbacks(config, "lottery")
+    finished, busy = run_trials(
+        "lottery", lottery_trainable, pending + ready, resources, store, failures, callbacks, follow_up
+    )
+    done = [t for t in trials if lottery_done(store, t)]
+    transfers = transfer_trials(config, done) if config.lottery.transfer else []
     analysed = [run_mask_overlaps(store, trials), run_neuron_survival(config, store, trials)]
-    ran = finished + moved + sum(analysed)
-    reused = len(trials) - len(pending) + len(transfers) - len(waiting) + len(analysed) - sum(analysed)
-    print(f"[lottery] {time.perf_counter() - began:.0f} s")
-    return StageResult(ran, reused, busy_seconds=busy + transfer_busy)
+    ran = finished + sum(analysed)
+    reused = len(trials) - len(pending) + len(transfers) - len(released) + len(analysed) - sum(analysed)
+    print(f"[lottery] {time.perf_counter() - began:.0f} s ({len(released)} sub-network transfer trials run)")
+    return StageResult(ran, reused, busy_seconds=busy)
 
 
 main = stage_main("lottery")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from ray import tune
+from ray.tune.search import Searcher
 from tqdm import tqdm
 
 from analysis.store import Store
@@ -16,12 +18,22 @@ from ray_jobs.config import Resources
 #: Retries of a Tune trial whose worker was lost.
 TRIAL_RETRIES = 3
 
+#: Trials running or pending at once: Tune's own default for grid search, so that pending trials still ask an
+#: autoscaler for nodes (for any other search algorithm Tune keeps one trial pending, starting actors one by one).
+MAX_CONCURRENT_TRIALS = 200
+
 
 class TrialProgress(tune.Callback):
     """Advances a bar as trials end; the bar is left out when Tune pickles its experiment state."""
 
     def __init__(self, total: int, desc: str) -> None:
         self.bar: tqdm | None = tqdm(total=total, unit="trial", desc=desc, file=sys.stderr, mininterval=2)
+
+    def add(self, trials: int) -> None:
+        """Count ``trials`` more (follow-up trials released during the sweep)."""
+        if self.bar is not None:
+            self.bar.total += trials
+            self.bar.refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if self.bar is not None:
@@ -38,6 +50,48 @@ class TrialProgress(tune.Callback):
         return {"bar": None}
 
 
+#: A sweep's follow-ups: given the spec of a trial that just ended, the specs that can run now.
+FollowUp = Callable[[dict], list[dict]]
+
+
+class FollowUpSearcher(Searcher):
+    """Hands Tune the sweep's specs, then, as each trial ends, the specs `follow_up` releases, then finishes.
+
+    Some trials need the results of others (a sub-network's transfer needs the IMP trials of every language
+    whose masks it tries). Releasing them into the same Tune run, rather than a second run after the first,
+    keeps the actors that already paid their torch/transformers imports (``reuse_actors``; a new Tune run
+    costs ~10 s of start-up and imports on 2 CPUs) and starts each follow-up as soon as its inputs exist,
+    not after the slowest trial of the first batch. A trial ends, for `follow_up`, when it succeeded or
+    failed for good (after Tune's retries); the follow-up decides what a failure means for its dependants.
+    """
+
+    def __init__(self, specs: list[dict], follow_up: FollowUp, on_release: Callable[[int], None]) -> None:
+        super().__init__()
+        self.queue, self.running = deque(specs), {}
+        self.follow_up, self.on_release = follow_up, on_release
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        """The next queued spec; None while none is queued but trials run (they may release more); else FINISHED."""
+        if self.queue:
+            self.running[trial_id] = self.queue.popleft()
+            return {"spec": self.running[trial_id]}
+        return None if self.running else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        released = self.follow_up(self.running.pop(trial_id))
+        self.queue.extend(released)
+        if released:
+            self.on_release(len(released))
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing: a study resumes from what its store holds, never from Tune's experiment state."""
+
+
+def no_follow_up(spec: dict) -> list[dict]:
+    """A sweep whose trials are all known at the start."""
+    return []
+
+
 def run_sweep(
     stage: str,
     trainable: Callable,
@@ -45,8 +99,10 @@ def run_sweep(
     specs: list[dict],
     store: Store,
     callbacks: Sequence[tune.Callback] = (),
+    follow_up: FollowUp = no_follow_up,
 ) -> tune.ResultGrid:
-    """Run one trial per spec (it gets ``config["spec"]``); Tune's own files go under the store's local ``_tune``.
+    """Run one trial per spec (it gets ``config["spec"]``), and one per spec that ``follow_up`` releases when a
+    trial ends (`FollowUpSearcher`); Tune's own files go under the store's local ``_tune``.
 
     ``callbacks`` are added to the progress bar (the study's tracking, `ray_jobs.tracking.tracking_callbacks`).
 
@@ -54,15 +110,20 @@ def run_sweep(
     report their own errors as results, so that an error of the work itself is not retried. Actors are reused
     from trial to trial: a fresh one per trial paid its torch/transformers imports (~7 s) each time.
     """
+    progress = TrialProgress(len(specs), stage)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"spec": tune.grid_search(specs)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            search_alg=FollowUpSearcher(specs, follow_up, progress.add),
+            num_samples=-1,
+            max_concurrent_trials=MAX_CONCURRENT_TRIALS,
+            reuse_actors=True,
+        ),
         run_config=tune.RunConfig(
             storage_path=str(store.local_dir() / "_tune"),
             name=f"{stage}-{int(time.time())}",
             verbose=0,
-            callbacks=[TrialProgress(len(specs), stage), *callbacks],
+            callbacks=[progress, *callbacks],
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
         ),
     )
@@ -77,26 +138,31 @@ def run_trials(
     store: Store,
     failures: Failures,
     callbacks: Sequence[tune.Callback] = (),
+    follow_up: Callable[[object], list] = lambda trial: [],
 ) -> tuple[int, float]:
-    """Run trials (each with a ``label``) as a sweep, each with ``resources``; record the failed ones in ``failures``.
+    """Run trials (each with a ``label``) as a sweep, each with ``resources``, and the trials ``follow_up``
+    returns when a trial ends (`FollowUpSearcher`); record the failed ones in ``failures``.
 
     The trainable gets ``config["spec"]`` with the store, the trial, its threads and GPUs, and reports
     ``compute_seconds``; ``callbacks`` go to `run_sweep`. Returns (trials finished, busy CPU-seconds).
     """
     if not trials:
         return 0, 0.0
-    specs = [
-        {
-            "label": t.label,
-            "store": store,
-            "trial": t,
-            "threads": int(resources.num_cpus),
-            "num_gpus": float(resources.num_gpus),
-        }
-        for t in trials
-    ]
+
+    def spec(trial) -> dict:
+        threads, gpus = int(resources.num_cpus), float(resources.num_gpus)
+        return {"label": trial.label, "store": store, "trial": trial, "threads": threads, "num_gpus": gpus}
+
     requests = {"cpu": resources.num_cpus, "gpu": resources.num_gpus}
-    results = run_sweep(name, trainable, requests, specs, store, callbacks=callbacks)
+    results = run_sweep(
+        name,
+        trainable,
+        requests,
+        [spec(t) for t in trials],
+        store,
+        callbacks=callbacks,
+        follow_up=lambda ended: [spec(t) for t in follow_up(ended["trial"])],
+    )
     finished, busy = 0, 0.0
     for result in results:
         trial = result.config["spec"]["trial"]

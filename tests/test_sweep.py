@@ -1,0 +1,49 @@
+"""Stage sweeps on a real local Ray cluster: follow-up trials join the running Tune sweep once what they need ends."""
+
+from __future__ import annotations
+
+import time
+
+from analysis.store import Store
+from ray_jobs.sweep import FollowUpSearcher, run_sweep
+
+
+def test_a_follow_up_runs_in_the_same_sweep_after_its_trial_on_an_actor_already_started(ray_cluster, tmp_path):
+    def trainable(config: dict) -> None:
+        import os
+
+        from ray import tune
+
+        began = time.time()
+        time.sleep(config["spec"]["sleep"])
+        tune.report({"pid": os.getpid(), "began": began, "ended": time.time()})
+
+    specs = [{"name": "imp-en", "sleep": 1.0}, {"name": "imp-fr", "sleep": 3.0}]
+    releases = {"imp-en": [{"name": "transfer-en", "sleep": 0.0}], "imp-fr": [{"name": "transfer-fr", "sleep": 0.0}]}
+    ended: list[str] = []
+
+    def follow_up(spec: dict) -> list[dict]:
+        ended.append(spec["name"])
+        return releases.get(spec["name"], [])
+
+    results = run_sweep("test", trainable, {"cpu": 1}, specs, Store(tmp_path), follow_up=follow_up)
+    runs = {r.config["spec"]["name"]: r.metrics for r in results}
+    assert sorted(runs) == ["imp-en", "imp-fr", "transfer-en", "transfer-fr"] and not any(r.error for r in results)
+    assert sorted(ended) == sorted(runs)  # every trial's end is reported, follow-ups' too
+    assert runs["transfer-en"]["began"] >= runs["imp-en"]["ended"]
+    assert runs["transfer-en"]["began"] < runs["imp-fr"]["ended"]  # not held back by the other first-batch trial
+    first_actors = {runs["imp-en"]["pid"], runs["imp-fr"]["pid"]}
+    assert {runs["transfer-en"]["pid"], runs["transfer-fr"]["pid"]} <= first_actors  # reused, no new imports
+
+
+def test_the_searcher_finishes_only_when_nothing_runs_and_a_failed_trial_still_releases():
+    released: list[int] = []
+    searcher = FollowUpSearcher(
+        [{"name": "a"}], lambda spec: [{"name": "b"}] if spec["name"] == "a" else [], released.append
+    )
+    assert searcher.suggest("1") == {"spec": {"name": "a"}}
+    assert searcher.suggest("2") is None  # a runs and may release more
+    searcher.on_trial_complete("1", error=True)
+    assert released == [1] and searcher.suggest("3") == {"spec": {"name": "b"}}
+    searcher.on_trial_complete("3", result={})
+    assert searcher.suggest("4") == FollowUpSearcher.FINISHED
