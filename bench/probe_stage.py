@@ -94,9 +94,12 @@ def write_activations(store: Store, trials: list[ProbeTrial], d: int) -> None:
 
 
 def timed_sweep(store: Store, trials: list[dict], cpus: int) -> tuple[float, float, int]:
-    """Wall seconds, summed unit compute seconds and the number of trials of one sweep."""
+    """Wall seconds, summed unit compute seconds and the number of trials of one sweep, from no stored results
+    (a trial skips the units already stored, so the results of an earlier sweep are removed first)."""
+    for table in ("rankings", "probe_metrics", "failures"):
+        store.fs.delete_dir_contents(store.table_dir(table), missing_dir_ok=True)
     began = time.perf_counter()
-    results = run_sweep("probe-bench", probe.partition_trainable, {"cpu": 1}, trials, store, reuse_actors=True)
+    results = run_sweep("probe-bench", probe.partition_trainable, {"cpu": 1}, trials, store)
     wall = time.perf_counter() - began
     compute = 0.0
     for result in results:
