@@ -18,8 +18,10 @@ from ray_jobs.config import Resources
 #: Retries of a Tune trial whose worker was lost.
 TRIAL_RETRIES = 3
 
-#: Trials running or pending at once: Tune's own default for grid search, so that pending trials still ask an
-#: autoscaler for nodes (for any other search algorithm Tune keeps one trial pending, starting actors one by one).
+#: Trials running or pending at once. For a search algorithm other than its grid search, Tune keeps one trial
+#: pending, starting actors one by one; this limit lets it keep up to 200 pending (its grid-search default, which
+#: still asks an autoscaler for many nodes at once). It also caps running trials at 200, far above the GPUs or
+#: CPUs of the clusters in configs/ (a CPU cluster of more than 200 trial slots would need it raised).
 MAX_CONCURRENT_TRIALS = 200
 
 
