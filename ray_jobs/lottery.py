@@ -277,12 +277,8 @@ def lottery_trainable(config: dict) -> None:
 def transfer_trials(config: StudyConfig, done: list[LotteryTrial]) -> list[SubnetworkTransferTrial]:
     """One transfer trial per (checkpoint, task, target language) over the first seed's finished sub-networks."""
     seed = config.lottery.seeds[0]
-    groups: dict[tuple, list[LotteryTrial]] = defaultdict(list)
-    for trial in done:
-        if trial.seed == seed:
-            groups[(trial.model, trial.checkpoint, trial.task)].append(trial)
     trials = []
-    for members in groups.values():
+    for members in _first_seed_groups(config, done).values():
         masks = tuple(sorted((t.language, t.fingerprint) for t in members))
         for target in members:
             if len(members) < 2:
@@ -305,23 +301,24 @@ def transfer_trials(config: StudyConfig, done: list[LotteryTrial]) -> list[Subne
     return trials
 
 
-def _transfers_to_run(config: StudyConfig, store: Store, group: list[LotteryTrial]) -> list[SubnetworkTransferTrial]:
-    """The transfer trials of one (checkpoint, task) group's finished IMP trials that have a unit to run."""
-    return [
-        t
-        for t in transfer_trials(config, [m for m in group if lottery_done(store, m)])
-        if not all([store.done(t.unit_path(store, *u), t.unit_fingerprint(*u)) for u in t.units()])
-    ]
-
-
-def _transfer_groups(config: StudyConfig, trials: list[LotteryTrial]) -> dict[tuple, list[LotteryTrial]]:
-    """(model, checkpoint, task) → the IMP trials whose masks that group's sub-network transfers use (first seed)."""
+def _first_seed_groups(config: StudyConfig, trials: list[LotteryTrial]) -> dict[tuple, list[LotteryTrial]]:
+    """(model, checkpoint, task) → its first-seed IMP trials, whose masks that group's sub-network transfers use."""
     groups: dict[tuple, list[LotteryTrial]] = defaultdict(list)
-    if config.lottery.transfer:
-        for trial in trials:
-            if trial.seed == config.lottery.seeds[0]:
-                groups[(trial.model, trial.checkpoint, trial.task)].append(trial)
+    for trial in trials:
+        if trial.seed == config.lottery.seeds[0]:
+            groups[(trial.model, trial.checkpoint, trial.task)].append(trial)
     return groups
+
+
+def _group_transfers(
+    config: StudyConfig, store: Store, group: list[LotteryTrial]
+) -> tuple[list[SubnetworkTransferTrial], int]:
+    """The transfer trials of one group's finished IMP trials that have a unit to run, and how many are stored whole."""
+    trials = transfer_trials(config, [m for m in group if lottery_done(store, m)])
+    to_run = [
+        t for t in trials if not all([store.done(t.unit_path(store, *u), t.unit_fingerprint(*u)) for u in t.units()])
+    ]
+    return to_run, len(trials) - len(to_run)
 
 
 # --- overlaps and survival ------------------------------------------------------------------------
@@ -481,20 +478,24 @@ def run(context: StudyContext) -> StageResult:
     config, store, failures = context.config, context.store, context.failures_of("lottery")
     trials = lottery_trials(config, context.sources)
     pending = [t for t in trials if not lottery_done(store, t)]
-    groups = _transfer_groups(config, trials)
+    groups = _first_seed_groups(config, trials) if config.lottery.transfer else {}
     waiting = {key: {t for t in group if t in pending} for key, group in groups.items()}
-    ready = [t for key, group in groups.items() if not waiting[key] for t in _transfers_to_run(config, store, group)]
-    released: list[SubnetworkTransferTrial] = list(ready)
+    transfers = {"run": 0, "stored": 0}
+
+    def release(key: tuple) -> list[SubnetworkTransferTrial]:
+        to_run, stored = _group_transfers(config, store, groups[key])
+        transfers["run"] += len(to_run)
+        transfers["stored"] += stored
+        return to_run
 
     def follow_up(ended: LotteryTrial | SubnetworkTransferTrial) -> list[SubnetworkTransferTrial]:
         key = (ended.model, ended.checkpoint, ended.task)
         if not isinstance(ended, LotteryTrial) or ended not in waiting.get(key, ()):
             return []
         waiting[key].discard(ended)
-        now = [] if waiting[key] else _transfers_to_run(config, store, groups[key])
-        released.extend(now)
-        return now
+        return [] if waiting[key] else release(key)
 
+    ready = [t for key in groups if not waiting[key] for t in release(key)]
     planned = len(transfer_trials(config, trials)) if config.lottery.transfer else 0
     print(
         f"[lottery] {len(trials)} IMP trials, {len(trials) - len(pending)} already stored, {len(pending)} to run; "
@@ -505,12 +506,10 @@ def run(context: StudyContext) -> StageResult:
     finished, busy = run_trials(
         "lottery", lottery_trainable, pending + ready, resources, store, failures, callbacks, follow_up
     )
-    done = [t for t in trials if lottery_done(store, t)]
-    transfers = transfer_trials(config, done) if config.lottery.transfer else []
     analysed = [run_mask_overlaps(store, trials), run_neuron_survival(config, store, trials)]
     ran = finished + sum(analysed)
-    reused = len(trials) - len(pending) + len(transfers) - len(released) + len(analysed) - sum(analysed)
-    print(f"[lottery] {time.perf_counter() - began:.0f} s ({len(released)} sub-network transfer trials run)")
+    reused = len(trials) - len(pending) + transfers["stored"] + len(analysed) - sum(analysed)
+    print(f"[lottery] {time.perf_counter() - began:.0f} s ({transfers['run']} sub-network transfer trials run)")
     return StageResult(ran, reused, busy_seconds=busy)
 
 

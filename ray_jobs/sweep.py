@@ -89,7 +89,7 @@ class FollowUpSearcher(Searcher):
         """Nothing: a study resumes from what its store holds, never from Tune's experiment state."""
 
 
-def no_follow_up(spec: dict) -> list[dict]:
+def no_follow_up(ended: object) -> list:
     """A sweep whose trials are all known at the start."""
     return []
 
@@ -140,7 +140,7 @@ def run_trials(
     store: Store,
     failures: Failures,
     callbacks: Sequence[tune.Callback] = (),
-    follow_up: Callable[[object], list] = lambda trial: [],
+    follow_up: Callable[[object], list] = no_follow_up,
 ) -> tuple[int, float]:
     """Run trials (each with a ``label``) as a sweep, each with ``resources``, and the trials ``follow_up``
     returns when a trial ends (`FollowUpSearcher`); record the failed ones in ``failures``.
