@@ -109,6 +109,17 @@ class StageResult:
     busy_seconds: float = 0.0
 
 
+def error_result(err: Exception) -> dict:
+    """The result a trial (or one unit of it) reports when its work raised: the error and its traceback.
+
+    Reported, not raised: Tune retries a trial that raises (`ray_jobs.sweep.TRIAL_RETRIES`), and a checkpoint
+    that does not load fails the same way each time, every retry on a fresh actor that imports torch,
+    transformers and peft again (~12 s on 2 CPUs). Retries are for trials whose worker was lost.
+    """
+    detail = "".join(traceback.format_exception(err))
+    return {"status": "error", "error": f"{type(err).__name__}: {err}", "detail": detail}
+
+
 @dataclass
 class Failures:
     """Failures of one stage: recorded, reported, and written to the ``failures`` table."""
@@ -116,10 +127,12 @@ class Failures:
     stage: str
     rows: list[dict] = field(default_factory=list)
 
-    def add(self, key: str, error: BaseException | str) -> None:
+    def add(self, key: str, error: BaseException | str, detail: str = "") -> None:
         """Record a failure; an error raised in a Ray task is named by the error it wraps (e.g. ``OSError:
-        [Errno 28] No space left on device``), its whole text going to the detail."""
-        detail = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else ""
+        [Errno 28] No space left on device``), its whole text going to the detail. An error reported as text
+        (`error_result`) comes with its traceback as ``detail``."""
+        if isinstance(error, BaseException):
+            detail = "".join(traceback.format_exception(error))
         cause = getattr(error, "cause", None)  # a RayTaskError's original exception
         named = cause if isinstance(cause, BaseException) else error
         message = f"{type(named).__name__}: {named}" if isinstance(named, BaseException) else str(named)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections import Counter
 from itertools import product
 
@@ -23,7 +22,7 @@ import numpy as np
 from analysis.store import Store
 from analysis.tables import rows_table
 from probing.datasets import TRIAL_SEED_VERSION, trial_seed
-from ray_jobs.common import StageResult, checkpoints, model_identity
+from ray_jobs.common import StageResult, checkpoints, error_result, model_identity
 from ray_jobs.config import Resources, StudyConfig, greedy_steps, resolve_k
 from ray_jobs.context import StudyContext
 from ray_jobs.extract import activation_fingerprint, actor_device
@@ -169,7 +168,7 @@ def run_partition(store: Store, trials: list[ProbeTrial], threads: int = 1, num_
         device = actor_device(num_gpus, torch.cuda.is_available(), "probing")
         partition = Partition(store, trials[0])
     except Exception as err:  # every unit fails with it; the trial itself does not, so Tune retries only lost ones
-        return [_error(err)] * len(trials)
+        return [error_result(err)] * len(trials)
     results = []
     for trial in trials:
         if trial.is_done(store):  # stored by an attempt of this trial that lost its node
@@ -178,17 +177,8 @@ def run_partition(store: Store, trials: list[ProbeTrial], threads: int = 1, num_
         try:
             results.append(run_unit(trial, partition, device))
         except Exception as err:  # recorded by the driver as this unit's failure; the other units still run
-            results.append(_error(err))
+            results.append(error_result(err))
     return results
-
-
-def _error(err: Exception) -> dict:
-    """A unit's outcome when it raised: the error and its traceback."""
-    return {
-        "status": "error",
-        "error": f"{type(err).__name__}: {err}",
-        "detail": "".join(traceback.format_exception(err)),
-    }
 
 
 def sweep_spec(store: Store, label: str, units: list[ProbeTrial], resources: Resources) -> dict:
@@ -270,7 +260,7 @@ def run(context: StudyContext) -> StageResult:
         for trial, outcome in zip(units, json.loads(result.metrics["units"]), strict=True):
             compute += outcome.get("compute_seconds", 0.0)
             if outcome["status"] == "error":
-                failures.add(trial.label, outcome["error"] + "\n" + outcome["detail"])
+                failures.add(trial.label, outcome["error"], outcome["detail"])
             elif outcome["status"] == "cannot_probe":
                 cannot[outcome["reason"]] += 1
     for reason, units in sorted(cannot.items()):

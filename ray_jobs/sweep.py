@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections import deque
@@ -12,10 +13,11 @@ from ray.tune.search import Searcher
 from tqdm import tqdm
 
 from analysis.store import Store
-from ray_jobs.common import Failures
+from ray_jobs.common import Failures, error_result
 from ray_jobs.config import Resources
 
-#: Retries of a Tune trial whose worker was lost.
+#: Retries of a Tune trial whose worker was lost. Tune retries a trial whose trainable raised as well, so the
+#: trainables report their own errors as results (`error_result`, `errors_as_results`).
 TRIAL_RETRIES = 3
 
 #: Trials running or pending at once. For a search algorithm other than its grid search, Tune keeps one trial
@@ -89,6 +91,31 @@ class FollowUpSearcher(Searcher):
         """Nothing: a study resumes from what its store holds, never from Tune's experiment state."""
 
 
+def errors_as_results(trainable: Callable[[dict], None]) -> Callable[[dict], None]:
+    """A Tune trainable that reports the error of ``trainable`` as its result (`error_result`) instead of raising."""
+
+    @functools.wraps(trainable)
+    def reporting_errors(config: dict) -> None:
+        try:
+            trainable(config)
+        except Exception as err:
+            tune.report(error_result(err))
+
+    return reporting_errors
+
+
+def record_failure(failures: Failures, label: str, result: tune.Result) -> bool:
+    """Record a finished trial's failure, if it failed: its worker's loss (Tune's error, after the retries) or the
+    error its trainable reported (`error_result`); whether it failed."""
+    if result.error is not None:
+        failures.add(label, result.error)
+    elif result.metrics.get("status") == "error":
+        failures.add(label, result.metrics["error"], result.metrics["detail"])
+    else:
+        return False
+    return True
+
+
 def no_follow_up(ended: object) -> list:
     """A sweep whose trials are all known at the start."""
     return []
@@ -109,8 +136,9 @@ def run_sweep(
     ``callbacks`` are added to the progress bar (the study's tracking, `ray_jobs.tracking.tracking_callbacks`).
 
     A trial whose worker is lost (its node died) is retried up to `TRIAL_RETRIES` times; the trainables
-    report their own errors as results, so that an error of the work itself is not retried. Actors are reused
-    from trial to trial: a fresh one per trial paid its torch/transformers imports (~7 s) each time.
+    report their own errors as results (`errors_as_results`), so that an error of the work itself is not
+    retried. Actors are reused from trial to trial: a fresh one per trial paid its torch/transformers imports
+    (~7 s) each time.
     """
     progress = TrialProgress(len(specs), stage)
     tuner = tune.Tuner(
@@ -146,7 +174,8 @@ def run_trials(
     returns when a trial ends (`FollowUpSearcher`); record the failed ones in ``failures``.
 
     The trainable gets ``config["spec"]`` with the store, the trial, its threads and GPUs, and reports
-    ``compute_seconds``; ``callbacks`` go to `run_sweep`. Returns (trials finished, busy CPU-seconds).
+    ``compute_seconds``; an error it raises is its result (`errors_as_results`), recorded without a retry.
+    ``callbacks`` go to `run_sweep`. Returns (trials finished, busy CPU-seconds).
     """
     if not trials:
         return 0, 0.0
@@ -158,7 +187,7 @@ def run_trials(
     requests = {"cpu": resources.num_cpus, "gpu": resources.num_gpus}
     results = run_sweep(
         name,
-        trainable,
+        errors_as_results(trainable),
         requests,
         [spec(t) for t in trials],
         store,
@@ -167,10 +196,7 @@ def run_trials(
     )
     finished, busy = 0, 0.0
     for result in results:
-        trial = result.config["spec"]["trial"]
-        if result.error is not None:
-            failures.add(trial.label, result.error)
-        else:
+        if not record_failure(failures, result.config["spec"]["trial"].label, result):
             finished += 1
             busy += result.metrics["compute_seconds"] * resources.num_cpus
     return finished, busy

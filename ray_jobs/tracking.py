@@ -118,6 +118,16 @@ class TrialTracker(MLflowLoggerCallback):
             run_id=self._trial_runs[trial], metrics_to_log=metrics, step=result[TRAINING_ITERATION]
         )
 
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        """A trial whose trainable reported an error (`ray_jobs.common.error_result`, not raised so that Tune
+        does not retry it) ends as a FAILED run, with the error as its ``error`` tag."""
+        from mlflow.tracking import MlflowClient
+
+        result = trial.last_result or {}
+        if result.get("status") == "error":
+            MlflowClient(self.tracking_uri).set_tag(self._trial_runs[trial], "error", result["error"][:5000])
+        super().log_trial_end(trial, failed or result.get("status") == "error")
+
 
 def tracking_callbacks(config: StudyConfig, stage: str) -> list[tune.Callback]:
     """The Tune callbacks that track a stage's trials: none without ``tracking.mlflow``."""

@@ -10,12 +10,11 @@ others go on.
 from __future__ import annotations
 
 import time
-import traceback
 
 from analysis.store import Store
 from analysis.tables import rows_table, schema_of
 from ray_jobs.common import StageResult, checkpoints, loadable_checkpoint, model_identity
-from ray_jobs.config import StudyConfig
+from ray_jobs.config import Resources, StudyConfig
 from ray_jobs.context import StudyContext
 from ray_jobs.resources import node_shapes, transfer_gpus
 from ray_jobs.stages import stage_main
@@ -87,29 +86,20 @@ def run_transfer_trial(store: Store, trial: TransferTrial, threads: int) -> dict
     english = [r["value"] for r in rows if r["target_language"] == r["source_language"] and r["metric"] == "accuracy"]
     scores = {f"{r['metric']}/{r['target_language']}": float(r["value"]) for r in rows}  # what tracking logs
     seconds = time.perf_counter() - began
-    return {"status": "ok", "seconds": seconds, "english_accuracy": english[0] if english else 0.0, **scores}
+    return {"status": "ok", "compute_seconds": seconds, "english_accuracy": english[0] if english else 0.0, **scores}
 
 
-def _trainable(config: dict) -> None:
-    """A Tune trial; its own error is its result, so that Tune retries only trials whose worker was lost."""
+def transfer_trainable(config: dict) -> None:
+    """A Tune trial: ``config["spec"]`` holds the store, one trial and its threads."""
     from ray import tune
 
     spec = config["spec"]
-    try:
-        tune.report(run_transfer_trial(spec["store"], spec["trial"], spec["threads"]))
-    except Exception as err:
-        tune.report(
-            {
-                "status": "error",
-                "error": f"{type(err).__name__}: {err}",
-                "detail": "".join(traceback.format_exception(err)),
-            }
-        )
+    tune.report(run_transfer_trial(spec["store"], spec["trial"], spec["threads"]))
 
 
 def run(context: StudyContext) -> StageResult:
     """Run every unfinished (checkpoint, task) trial as a Ray Tune sweep."""
-    from ray_jobs.sweep import run_sweep
+    from ray_jobs.sweep import run_trials
     from ray_jobs.tracking import tracking_callbacks
 
     config, store, failures = context.config, context.store, context.failures_of("transfer")
@@ -118,21 +108,9 @@ def run(context: StudyContext) -> StageResult:
     print(f"[transfer] {len(trials)} trials, {len(trials) - len(pending)} already stored, {len(pending)} to run")
     if not pending:
         return StageResult(0, len(trials))
-    gpus = transfer_gpus(config, node_shapes())
-    threads = int(config.transfer.num_cpus)
-    specs = [{"label": t.label, "store": store, "trial": t, "threads": threads} for t in pending]
-    requests = {"cpu": config.transfer.num_cpus, "gpu": gpus}
-    results = run_sweep(
-        "transfer", _trainable, requests, specs, store, callbacks=tracking_callbacks(config, "transfer")
-    )
-    done, busy = 0, 0.0
-    for result in results:
-        trial = result.config["spec"]["trial"]
-        if result.error is not None or result.metrics["status"] == "error":
-            failures.add(trial.label, result.error or f"{result.metrics['error']}\n{result.metrics['detail']}")
-        else:
-            done += 1
-            busy += result.metrics["seconds"] * config.transfer.num_cpus
+    resources = Resources(num_cpus=config.transfer.num_cpus, num_gpus=transfer_gpus(config, node_shapes()))
+    callbacks = tracking_callbacks(config, "transfer")
+    done, busy = run_trials("transfer", transfer_trainable, pending, resources, store, failures, callbacks)
     return StageResult(done, len(trials) - len(pending), busy_seconds=busy)
 
 

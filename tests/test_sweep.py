@@ -1,11 +1,16 @@
-"""Stage sweeps on a real local Ray cluster: follow-up trials join the running Tune sweep once what they need ends."""
+"""Stage sweeps on a real local Ray cluster: follow-up trials join the running Tune sweep once what they need ends;
+a trial whose work raises is recorded once, a trial whose worker is lost is retried."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 from analysis.store import Store
-from ray_jobs.sweep import FollowUpSearcher, run_sweep
+from ray_jobs.common import Failures
+from ray_jobs.config import Resources
+from ray_jobs.sweep import TRIAL_RETRIES, FollowUpSearcher, run_sweep, run_trials
 
 
 def test_a_follow_up_runs_in_the_same_sweep_after_its_trial_on_an_actor_already_started(ray_cluster, tmp_path):
@@ -47,3 +52,35 @@ def test_the_searcher_finishes_only_when_nothing_runs_and_a_failed_trial_still_r
     assert released == [1] and searcher.suggest("3") == {"spec": {"name": "b"}}
     searcher.on_trial_complete("3", result={})
     assert searcher.suggest("4") == FollowUpSearcher.FINISHED
+
+
+def test_a_trial_that_raises_is_recorded_once_and_one_whose_worker_dies_is_retried(ray_cluster, tmp_path):
+    def trainable(config: dict) -> None:
+        """``broken`` raises, as a checkpoint that does not load would; ``lost``'s worker dies on its first attempt
+        (as when its node goes), then it succeeds; ``fine`` succeeds."""
+        import os
+        from pathlib import Path
+
+        from ray import tune
+
+        trial = config["spec"]["trial"]
+        with Path(trial.attempts).open("a") as out:
+            out.write("attempt\n")
+        if trial.label == "broken":
+            raise RuntimeError("the checkpoint does not load")
+        if trial.label == "lost" and len(Path(trial.attempts).read_text().splitlines()) == 1:
+            os._exit(1)
+        tune.report({"status": "ok", "compute_seconds": 0.5})
+
+    trials = [
+        SimpleNamespace(label=label, attempts=str(tmp_path / f"{label}.attempts"))
+        for label in ("broken", "lost", "fine")
+    ]
+    failures = Failures("test")
+    finished, busy = run_trials("test", trainable, trials, Resources(num_cpus=1), Store(tmp_path), failures)
+    attempts = {t.label: len(Path(t.attempts).read_text().splitlines()) for t in trials}
+    assert TRIAL_RETRIES >= 1 and attempts == {"broken": 1, "lost": 2, "fine": 1}  # the work's own error: no retry
+    assert (finished, busy) == (2, 1.0)
+    [failure] = failures.rows
+    assert (failure["key"], failure["error"]) == ("broken", "RuntimeError: the checkpoint does not load")
+    assert "in trainable" in failure["detail"]  # its traceback says where it raised

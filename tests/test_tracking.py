@@ -225,3 +225,15 @@ def test_a_lottery_trial_is_a_run_with_its_params_and_each_rounds_dev_metric(tra
     for row in rounds:
         assert run.data.metrics[f"dev_metric/round-{row['round']:03d}"] == pytest.approx(row["dev_metric"])
         assert run.data.metrics[f"sparsity/round-{row['round']:03d}"] == pytest.approx(row["sparsity"])
+
+
+@pytest.mark.slow
+def test_a_trial_whose_work_raised_is_a_failed_run_with_its_error(tracked):
+    """The broken model's checkpoint does not load: its transfer and IMP trials report the error (no retry) and
+    their runs end FAILED, tagged with it."""
+    failed = [run for run in tracked["runs"].values() if "model=broken" in run.info.run_name]
+    assert {run.data.tags["stage"] for run in failed} == {"transfer", "lottery"}
+    for run in failed:
+        assert run.info.status == "FAILED", run.info.run_name
+        assert run.data.tags["error"].startswith("RuntimeError: You set `ignore_mismatched_sizes`")
+    assert all(run.info.status == "FINISHED" for run in tracked["runs"].values() if run not in failed)
