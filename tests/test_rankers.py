@@ -363,6 +363,18 @@ def test_a_masked_neuron_is_zero_on_raw_inputs_and_its_train_mean_on_standardise
     assert not np.allclose(masked, ranker.predict_log_proba(X_dev), atol=1e-3)  # the planted neuron mattered
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n_samples", "rows", "sharing"), [(5, 256, "per_example"), (3, 37, "per_minibatch")])
+def test_masks_are_the_draws_torch_bernoulli_makes_from_the_same_generator(dtype, n_samples, rows, sharing):
+    """Stored latent rankings stay reproducible: the faster U < p draws are bernoulli's, bit for bit, on the CPU."""
+    logits = torch.linspace(-4, 4, 300, dtype=dtype)  # q from 0.018 to 0.982
+    masks = sample_masks(logits, n_samples, rows, sharing, torch.Generator().manual_seed(7))
+    expected_rows = rows if sharing == "per_example" else 1
+    probs = torch.sigmoid(logits).expand(n_samples, expected_rows, 300)
+    assert torch.equal(masks, torch.bernoulli(probs, generator=torch.Generator().manual_seed(7)))
+    assert masks.dtype == dtype and abs(masks.mean().item() - probs.mean().item()) < 0.02
+
+
 def test_per_minibatch_masks_are_shared_by_the_rows_and_per_example_masks_are_not():
     generator = torch.Generator().manual_seed(0)
     logits = torch.zeros(30)

