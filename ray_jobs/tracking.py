@@ -124,9 +124,10 @@ class TrialTracker(MLflowLoggerCallback):
         from mlflow.tracking import MlflowClient
 
         result = trial.last_result or {}
-        if result.get("status") == "error":
+        reported_error = result.get("status") == "error"
+        if reported_error:
             MlflowClient(self.tracking_uri).set_tag(self._trial_runs[trial], "error", result["error"][:5000])
-        super().log_trial_end(trial, failed or result.get("status") == "error")
+        super().log_trial_end(trial, failed or reported_error)
 
 
 def tracking_callbacks(config: StudyConfig, stage: str) -> list[tune.Callback]:
