@@ -22,11 +22,10 @@ import torch
 
 from lottery.learner import BatchFn, Learner, ScoreFn
 from lottery.params import LotteryParams
-from probing.conllu_io import read_conllu
 from probing.datasets import stable_seed
 from probing.models import load_fast_tokenizer, model_max_length
 from transfer.examples import IGNORE_INDEX, Encoded, collate
-from transfer.pos_data import split_files
+from transfer.pos_data import read_sentences, split_files
 
 Objective = Literal["causal", "masked"]
 
@@ -46,9 +45,10 @@ def lm_objective(model_type: str, tokenizer: object) -> Objective:
     raise ValueError(f"model type {model_type!r}: transformers has no causal LM, and no masked LM with a mask token")
 
 
-def read_texts(ud_dir: Path | str, language: str, split: str) -> list[str]:
-    """The surface texts of a language's UD sentences in one split (train, dev or test), in file order."""
-    return [s.text for path in split_files(ud_dir, language, split) for s in read_conllu(path)]
+def read_texts(ud_dir: Path | str, language: str, split: str, limit: int | None = None, seed: int = 0) -> list[str]:
+    """The surface texts of a language's UD sentences in one split (train, dev or test), in file order: all of
+    them, or a seeded subset of ``limit`` (`transfer.pos_data.read_sentences`)."""
+    return [s.text for s in read_sentences(split_files(ud_dir, language, split), limit, seed)]
 
 
 def encode_texts(tokenizer: object, texts: Sequence[str], max_length: int) -> list[Encoded]:

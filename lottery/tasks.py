@@ -80,10 +80,16 @@ def load_learner(
     return task.load(model_source, revision, params, device)
 
 
-def capped(items: list, split: str, task: str, language: str, params: LotteryParams) -> list:
-    """A seeded subset of a split's items: at most ``max_train_examples`` (train) or ``max_eval_examples``."""
+def cap(split: str, task: str, language: str, params: LotteryParams) -> tuple[int | None, int]:
+    """How many of a split's items to keep (``max_train_examples`` for train, else ``max_eval_examples``) and the
+    seed of the subset."""
     limit = params.max_train_examples if split == "train" else params.max_eval_examples
-    return subsample(items, limit, stable_seed(params.data_seed, "lottery", task, split, language))
+    return limit, stable_seed(params.data_seed, "lottery", task, split, language)
+
+
+def capped(items: list, split: str, task: str, language: str, params: LotteryParams) -> list:
+    """A seeded subset of a split's items (`cap`)."""
+    return subsample(items, *cap(split, task, language, params))
 
 
 def _classifier(head: Head, labels: Sequence[str], evaluate: Callable) -> Callable[..., Learner]:
@@ -106,7 +112,7 @@ def _classifier(head: Head, labels: Sequence[str], evaluate: Callable) -> Callab
 def read_pos(ud_dir: Path | str, language: str, learner: Learner, params: LotteryParams) -> TaskData:
     """A language's UD train / dev / test sentences, tagged on first sub-words."""
     parts = {
-        split: capped(read_tagged(split_files(ud_dir, language, split)), split, "pos", language, params)
+        split: read_tagged(split_files(ud_dir, language, split), *cap(split, "pos", language, params))
         for split in SPLITS
     }
     return TaskData(*(encode_pos(learner.tokenizer, parts[split], learner.max_length) for split in SPLITS))
@@ -114,7 +120,7 @@ def read_pos(ud_dir: Path | str, language: str, learner: Learner, params: Lotter
 
 def read_lm(ud_dir: Path | str, language: str, learner: Learner, params: LotteryParams) -> TaskData:
     """A language's UD train / dev / test sentence texts."""
-    parts = {split: capped(read_texts(ud_dir, language, split), split, "lm", language, params) for split in SPLITS}
+    parts = {split: read_texts(ud_dir, language, split, *cap(split, "lm", language, params)) for split in SPLITS}
     return TaskData(*(encode_texts(learner.tokenizer, parts[split], learner.max_length) for split in SPLITS))
 
 

@@ -10,7 +10,7 @@ import torch
 from lottery.language_modelling import encode_texts, lm_objective, lm_scorer, load_lm_learner, mask_tokens, read_texts
 from lottery.params import LotteryParams
 from probing.models import load_fast_tokenizer
-from transfer.examples import IGNORE_INDEX, Encoded, collate
+from transfer.examples import IGNORE_INDEX, Encoded, collate, subsample
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,6 +28,12 @@ def test_each_model_type_gets_its_pretraining_objective(bert_tokenizer, tiny_blo
     assert lm_objective("bert", bloom_tokenizer) == "causal"  # no mask token to train with
     with pytest.raises(ValueError, match="model type 'no-such-type'"):
         lm_objective("no-such-type", bloom_tokenizer)
+
+
+def test_a_sampled_read_of_texts_keeps_the_texts_subsample_keeps(ud_dir):
+    everything = read_texts(ud_dir, "fr", "train")
+    assert read_texts(ud_dir, "fr", "train", 100, 5) == subsample(everything, 100, 5)
+    assert read_texts(ud_dir, "fr", "train", None, 5) == everything
 
 
 def test_masking_targets_a_share_of_real_non_special_tokens(bert_tokenizer, ud_dir):

@@ -203,6 +203,24 @@ def test_unknown_upos_tag_is_an_error_naming_file_and_line(tmp_path):
         read_tagged([path])
 
 
+def test_a_sampled_read_keeps_the_sentences_subsample_keeps_of_a_full_read(ud_dir):
+    hindi_test = split_files(ud_dir, "hi", "test")  # two files pooled: HDTB's sample and PUD
+    assert len(hindi_test) == 2
+    for files in (hindi_test, split_files(ud_dir, "en", "dev")):
+        everything = read_tagged(files)
+        for limit, seed in ((50, 0), (50, 7), (len(everything) - 1, 3), (None, 0), (len(everything) + 5, 0)):
+            assert read_tagged(files, limit, seed) == subsample(everything, limit, seed)
+
+
+def test_a_sampled_read_still_checks_the_sentences_it_leaves_out(tmp_path):
+    good = "# text = a\n1\ta\ta\tNOUN\t_\t_\t0\troot\t_\t_\n\n"
+    path = tmp_path / "xx-ud-test.conllu"
+    path.write_text(good * 30 + "# text = c\n1\tc\tc\tNOUNY\t_\t_\t0\troot\t_\t_\n\n", encoding="utf-8")
+    assert subsample(list(range(31)), 1, seed=0) != [30]  # the bad sentence is left out of the sample
+    with pytest.raises(CoNLLUError, match=rf"{path}:92: UPOS: expected one of the 17 UD tags"):
+        read_tagged([path], limit=1, seed=0)
+
+
 def test_real_ud_words_are_labelled_once_on_their_first_subword(tiny_bloom_dir, ud_dir):
     from transformers import AutoTokenizer
 

@@ -120,16 +120,11 @@ def run_pos_transfer(
     languages = _languages(target_languages)
     test_files = {lang: split_files(ud_dir, lang, "test") for lang in languages}
     cap = params.max_eval_examples
-    train = subsample(
-        read_tagged(split_files(ud_dir, SOURCE_LANGUAGE, "train")),
-        params.max_train_examples,
-        stable_seed(params.seed, "pos", "train"),
-    )
-    dev = subsample(
-        read_tagged(split_files(ud_dir, SOURCE_LANGUAGE, "dev")), cap, stable_seed(params.seed, "pos", "dev")
-    )
+    train_files = split_files(ud_dir, SOURCE_LANGUAGE, "train")
+    train = read_tagged(train_files, params.max_train_examples, stable_seed(params.seed, "pos", "train"))
+    dev = read_tagged(split_files(ud_dir, SOURCE_LANGUAGE, "dev"), cap, stable_seed(params.seed, "pos", "dev"))
     tests = {
-        lang: subsample(read_tagged(files), cap, stable_seed(params.seed, "pos", "test", lang))
+        lang: read_tagged(files, cap, stable_seed(params.seed, "pos", "test", lang))
         for lang, files in test_files.items()
     }
     tuned = _finetune_on_english(
