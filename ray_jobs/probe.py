@@ -223,7 +223,7 @@ def run(context: StudyContext) -> StageResult:
     trials instead of thousands. The stage prints its compute efficiency: the units' fit + evaluation seconds
     over wall seconds × CPUs.
     """
-    from ray_jobs.sweep import run_sweep
+    from ray_jobs.sweep import run_sweep, spec_of
     from ray_jobs.tracking import tracking_callbacks
 
     config, store, failures = context.config, context.store, context.failures_of("probe")
@@ -251,7 +251,7 @@ def run(context: StudyContext) -> StageResult:
     cannot: Counter[str] = Counter()
     compute = 0.0
     for result in results:
-        units = result.config["spec"]["units"]
+        units = spec_of(result.config)["units"]
         if result.error is not None:  # the whole trial died: every unit it had not stored is a failure
             for trial in units:
                 if not trial.is_done(store):

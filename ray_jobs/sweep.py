@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import ray
 from ray import tune
 from ray.tune.search import Searcher
 from tqdm import tqdm
@@ -58,6 +60,32 @@ class TrialProgress(tune.Callback):
 FollowUp = Callable[[dict], list[dict]]
 
 
+def trial_config(spec: dict) -> dict:
+    """Tune's config of the trial of ``spec``: its label, and the spec itself in Ray's object store.
+
+    Tune keeps a trial's config three times in its experiment state and once more in each result, each a
+    hex-encoded pickle, and the state file is rewritten as the sweep runs: a probe partition's spec (its
+    units) made ~120 KB per trial, ~300 MB at the scale of paper 002. By reference, a config is ~0.2 KB;
+    the trainable reads the spec (`reading_spec`) and the driver looks it up (`spec_of`).
+    """
+    return {**({"label": spec["label"]} if "label" in spec else {}), "spec": ray.put(spec)}
+
+
+def spec_of(config: dict) -> dict:
+    """The spec of a trial's config (`trial_config`)."""
+    return ray.get(config["spec"])
+
+
+def reading_spec(trainable: Callable[[dict], None]) -> Callable[[dict], None]:
+    """A Tune trainable that calls ``trainable`` with the trial's spec in ``config["spec"]`` (`trial_config`)."""
+
+    @functools.wraps(trainable)
+    def with_spec(config: dict) -> None:
+        trainable({**config, "spec": spec_of(config)})
+
+    return with_spec
+
+
 class FollowUpSearcher(Searcher):
     """Hands Tune the sweep's specs, then, as each trial ends, the specs `follow_up` releases, then finishes.
 
@@ -75,10 +103,11 @@ class FollowUpSearcher(Searcher):
         self.follow_up, self.on_release = follow_up, on_release
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        """The next queued spec; None while none is queued but trials run (they may release more); else FINISHED."""
+        """The next queued spec's config (`trial_config`); None while none is queued but trials run (they may release
+        more); else FINISHED."""
         if self.queue:
             self.running[trial_id] = self.queue.popleft()
-            return {"spec": self.running[trial_id]}
+            return trial_config(self.running[trial_id])
         return None if self.running else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -89,6 +118,18 @@ class FollowUpSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing: a study resumes from what its store holds, never from Tune's experiment state."""
+
+    def __getstate__(self) -> dict:
+        """Without the specs: Tune pickles its search algorithm into its own files (``tuner.pkl``), once per
+        sweep, which a study never restores from (`save`)."""
+        return {**self.__dict__, "queue": deque(), "running": {}, "follow_up": no_follow_up, "on_release": None}
+
+
+def trial_dirname(trial: tune.experiment.Trial) -> str:
+    """A trial's folder under the sweep's: its trainable, its id and its label (Tune's default names it by the
+    whole config, which holds the spec's reference)."""
+    label = re.sub(r"[^\w.=-]+", "_", str(trial.config.get("label", "")))[:100]
+    return f"{trial.trainable_name}_{trial.trial_id}_{label}".rstrip("_")
 
 
 def errors_as_results(trainable: Callable[[dict], None]) -> Callable[[dict], None]:
@@ -142,12 +183,13 @@ def run_sweep(
     """
     progress = TrialProgress(len(specs), stage)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(reading_spec(trainable), resources),
         tune_config=tune.TuneConfig(
             search_alg=FollowUpSearcher(specs, follow_up, progress.add),
             num_samples=-1,
             max_concurrent_trials=MAX_CONCURRENT_TRIALS,
             reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             storage_path=str(store.local_dir() / "_tune"),
@@ -196,7 +238,7 @@ def run_trials(
     )
     finished, busy = 0, 0.0
     for result in results:
-        if not record_failure(failures, result.config["spec"]["trial"].label, result):
+        if not record_failure(failures, spec_of(result.config)["trial"].label, result):
             finished += 1
             busy += result.metrics["compute_seconds"] * resources.num_cpus
     return finished, busy

@@ -21,6 +21,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, TIME_TOTAL_S, TRAINING_ITERATION
 
 from ray_jobs.config import MLflowConfig, StudyConfig
+from ray_jobs.sweep import spec_of
 
 #: The label fields of a probe unit, which differ between the units of one partition trial.
 UNIT_FIELDS = ("attribute", "method", "seed")
@@ -107,7 +108,7 @@ class TrialTracker(MLflowLoggerCallback):
     def log_trial_start(self, trial) -> None:
         if trial in self._trial_runs:  # a retried trial keeps its run
             return
-        spec = trial.config["spec"]
+        spec = spec_of(trial.config)
         run = self.mlflow_util.start_run(run_name=spec["label"], tags={**self.tags, "trial_name": str(trial)})
         self._trial_runs[trial] = run.info.run_id
         self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=spec_params(spec))

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from analysis.store import Store
 from ray_jobs.common import Failures
 from ray_jobs.config import Resources
-from ray_jobs.sweep import TRIAL_RETRIES, FollowUpSearcher, run_sweep, run_trials
+from ray_jobs.sweep import TRIAL_RETRIES, FollowUpSearcher, run_sweep, run_trials, spec_of
 
 
 def test_a_follow_up_runs_in_the_same_sweep_after_its_trial_on_an_actor_already_started(ray_cluster, tmp_path):
@@ -32,7 +32,7 @@ def test_a_follow_up_runs_in_the_same_sweep_after_its_trial_on_an_actor_already_
         return releases.get(spec["name"], [])
 
     results = run_sweep("test", trainable, {"cpu": 1}, specs, Store(tmp_path), follow_up=follow_up)
-    runs = {r.config["spec"]["name"]: r.metrics for r in results}
+    runs = {spec_of(r.config)["name"]: r.metrics for r in results}
     assert sorted(runs) == ["imp-en", "imp-fr", "transfer-en", "transfer-fr"] and not any(r.error for r in results)
     assert sorted(ended) == sorted(runs)  # every trial's end is reported, follow-ups' too
     assert runs["transfer-en"]["began"] >= runs["imp-en"]["ended"]
@@ -41,15 +41,15 @@ def test_a_follow_up_runs_in_the_same_sweep_after_its_trial_on_an_actor_already_
     assert {runs["transfer-en"]["pid"], runs["transfer-fr"]["pid"]} <= first_actors  # reused, no new imports
 
 
-def test_the_searcher_finishes_only_when_nothing_runs_and_a_failed_trial_still_releases():
+def test_the_searcher_finishes_only_when_nothing_runs_and_a_failed_trial_still_releases(ray_cluster):
     released: list[int] = []
     searcher = FollowUpSearcher(
         [{"name": "a"}], lambda spec: [{"name": "b"}] if spec["name"] == "a" else [], released.append
     )
-    assert searcher.suggest("1") == {"spec": {"name": "a"}}
+    assert spec_of(searcher.suggest("1")) == {"name": "a"}
     assert searcher.suggest("2") is None  # a runs and may release more
     searcher.on_trial_complete("1", error=True)
-    assert released == [1] and searcher.suggest("3") == {"spec": {"name": "b"}}
+    assert released == [1] and spec_of(searcher.suggest("3")) == {"name": "b"}
     searcher.on_trial_complete("3", result={})
     assert searcher.suggest("4") == FollowUpSearcher.FINISHED
 
@@ -84,3 +84,22 @@ def test_a_trial_that_raises_is_recorded_once_and_one_whose_worker_dies_is_retri
     [failure] = failures.rows
     assert (failure["key"], failure["error"]) == ("broken", "RuntimeError: the checkpoint does not load")
     assert "in trainable" in failure["detail"]  # its traceback says where it raised
+
+
+def test_tunes_own_files_hold_a_trial_by_reference_not_its_spec(ray_cluster, tmp_path):
+    """Tune rewrites its experiment state as a sweep runs, with each trial's config in it several times: a spec
+    (a probe partition's units) must not be copied there, only its label and a reference."""
+
+    def trainable(config: dict) -> None:
+        from ray import tune
+
+        tune.report({"status": "ok", "compute_seconds": float(len(config["spec"]["trial"].payload))})
+
+    payload = "neuron " * 20_000  # 140 KB, the size of a large partition's units
+    trials = [SimpleNamespace(label=f"trial-{i}", payload=payload) for i in range(3)]
+    store = Store(tmp_path)
+    finished, busy = run_trials("state", trainable, trials, Resources(num_cpus=1), store, Failures("test"))
+    assert (finished, busy) == (3, 3.0 * len(payload))  # each trial read its whole spec
+    tune_files = [p for p in (store.local_dir() / "_tune").rglob("*") if p.is_file()]
+    assert any(p.name.startswith("experiment_state") for p in tune_files)
+    assert sum(p.stat().st_size for p in tune_files) < len(payload)  # all trials' files together
