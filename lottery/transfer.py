@@ -12,6 +12,7 @@ The relative drop of Foroutan et al.'s poster (004), per source s over the langu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,8 @@ from lottery.training import train_steps
 
 @dataclass(frozen=True)
 class TransferScore:
-    """The target's test score of a (sub-)network fine-tuned on the target, and the fine-tuning's cost."""
+    """The target's test score of a (sub-)network fine-tuned on the target, its optimizer steps, the wall seconds
+of the whole unit (rewinding, fine-tuning and scoring, as an IMP round's) and the examples scored."""
 
     score: float
     steps: int
@@ -34,9 +36,11 @@ class TransferScore:
 
 def subnetwork_transfer(target: LotteryRun, mask: Mask | None, params: LotteryParams) -> TransferScore:
     """Fine-tune θ₀ ⊙ ``mask`` (None: the dense model) on the target's training data; score its test data."""
+    began = time.perf_counter()
     rewind(target.learner.model, target.theta0)
     stats = train_steps(target.learner, target.data.train, mask, params)
-    return TransferScore(target.learner.score(target.data.test), stats.steps, stats.seconds, len(target.data.test))
+    score = target.learner.score(target.data.test)
+    return TransferScore(score, stats.steps, time.perf_counter() - began, len(target.data.test))
 
 
 def relative_drop(accuracy: np.ndarray) -> np.ndarray:
