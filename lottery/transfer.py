@@ -26,7 +26,7 @@ from lottery.training import train_steps
 @dataclass(frozen=True)
 class TransferScore:
     """The target's test score of a (sub-)network fine-tuned on the target, its optimizer steps, the wall seconds
-of the whole unit (rewinding, fine-tuning and scoring, as an IMP round's) and the examples scored."""
+    of the whole unit (rewinding, fine-tuning and scoring, as an IMP round's) and the examples scored."""
 
     score: float
     steps: int
