@@ -4,10 +4,9 @@ run, logged by Ray Tune's `MLflowLoggerCallback` from the driver.
 A run is named by its trial's label and tagged with the study and the stage; its params are the trial's own
 fields, flat (`spec_params`), and its metrics the numbers its trainable reports (`trial_metrics`). Tune's
 default would log the trial's config (its label and the reference to its spec, `ray_jobs.sweep.trial_config`)
-as params and its bookkeeping
-(pid, timestamp) as metrics, hence the two overrides. Tracking is never part of a result: nothing here
-reaches a trial or its fingerprint, so a study tracked or not stores and reuses the same files. mlflow is an
-optional extra (`ray_jobs.config.TRACKING_INSTALL`), checked when the config is loaded.
+as params and its bookkeeping (pid, timestamp) as metrics, hence the two overrides. Tracking is never part of a
+result: nothing here reaches a trial or its fingerprint, so a study tracked or not stores and reuses the same
+files. mlflow is an optional extra (`ray_jobs.config.TRACKING_INSTALL`), checked when the config is loaded.
 """
 
 from __future__ import annotations
