@@ -64,9 +64,10 @@ def trial_config(spec: dict) -> dict:
     """Tune's config of the trial of ``spec``: its label, and the spec itself in Ray's object store.
 
     Tune keeps a trial's config three times in its experiment state and once more in each result, each a
-    hex-encoded pickle, and the state file is rewritten as the sweep runs: a probe partition's spec (its
-    units) made ~120 KB per trial, ~300 MB at the scale of paper 002. By reference, a config is ~0.2 KB;
-    the trainable reads the spec (`reading_spec`) and the driver looks it up (`spec_of`).
+    hex-encoded pickle, and rewrites the state file as the sweep runs: the demo's probe partitions (18 units
+    each) took ~120 KB per trial, 9.2 MB for 80 trials, now 2.3 MB (what is left is Tune's own bookkeeping
+    and the reported metrics). By reference, a config is ~0.2 KB; the trainable reads the spec
+    (`reading_spec`) and the driver looks it up (`spec_of`).
     """
     return {**({"label": spec["label"]} if "label" in spec else {}), "spec": ray.put(spec)}
 
