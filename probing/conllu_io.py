@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import conllu
+from conllu.parser import parse_comment_line as parse_comment
 
 from probing.input_error import InputError
 
@@ -299,6 +300,13 @@ class SentenceBlock:
     start: int
     lines: tuple[str, ...]
     ordinal: int
+
+    @property
+    def text(self) -> str:
+        """The sentence's text as `parse` gives it: its ``# text`` (read by the ``conllu`` library's own comment
+        parser), or, where it has none, its tokens joined (its words parsed for that)."""
+        metadata = {key: value for line in self.lines if line.startswith("#") for key, value in parse_comment(line)}
+        return metadata.get("text") or self.parse().text
 
     def parse(self) -> Sentence:
         """The sentence; raise CoNLLUError (file, line, field) where it is malformed."""

@@ -10,7 +10,6 @@ remote root (``s3://...``) training runs on local disk and the checkpoints are t
 from __future__ import annotations
 
 import time
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +42,14 @@ def pretrain_model(config: StudyConfig, store: Store, spec: ModelSpec, name: str
     import torch
 
     from analysis.plots import plot_loss_curve
-    from probing.datasets import read_language
+    from probing.datasets import language_texts
     from probing.pretrain import pretrain
 
     target = f"{store.base}/models/{name}"
     local = Path(target) if store.is_local else store.local_dir() / "models" / name
     torch.set_num_threads(threads)
     limit = spec.pretrain.sentences_per_language
-    texts = [s.text for lang in sorted(config.languages) for s in islice(read_language(config.ud_dir, lang), limit)]
+    texts = [text for lang in sorted(config.languages) for text in language_texts(config.ud_dir, lang, limit)]
     print(f"[pretrain] {spec.name}: {len(texts)} sentences, {spec.pretrain.steps} steps -> {local}")
 
     def report(step: int, loss: float) -> None:

@@ -8,6 +8,7 @@ from probing.datasets import (
     DataParams,
     build_language,
     frequent_values,
+    language_texts,
     lemma_disjoint_split,
     read_language,
     sampled_sentences,
@@ -128,3 +129,19 @@ def test_the_sampled_sentences_are_the_drawn_ones_of_the_fully_read_language(ud_
     assert list(sentences) == drawn
     assert [sentences[i] for i in drawn] == [everything[i] for i in drawn]
     assert splits == [ud_file_split(s.path) for s in everything]
+
+
+def test_the_texts_read_without_parsing_are_those_of_the_parsed_sentences(ud_dir, tmp_path):
+    for language in ("fr", "zh"):  # French has multi-word tokens, Chinese no spaces
+        assert language_texts(ud_dir, language) == [s.text for s in read_language(ud_dir, language)]
+    assert language_texts(ud_dir, "fr", 7) == [s.text for s in read_language(ud_dir, "fr")][:7]
+    folder = tmp_path / "xx"
+    folder.mkdir()
+    untitled = "# sent_id = 1\n1\tDu\tDu\tPRON\t_\t_\t0\troot\t_\tSpaceAfter=No\n"
+    untitled += "2\t!\t!\tPUNCT\t_\t_\t1\tpunct\t_\t_\n\n"
+    titled = "# text = a  b\n1\ta\ta\tNOUN\t_\t_\t0\troot\t_\t_\n2\tb\tb\tNOUN\t_\t_\t1\tdep\t_\t_\n\n"
+    (folder / "xx_t-ud-test.conllu").write_text(untitled + titled, encoding="utf-8")
+    assert language_texts(tmp_path, "xx") == [s.text for s in read_language(tmp_path, "xx")] == ["Du!", "a  b"]
+    (folder / "xx_t-ud-test.conllu").write_text(titled + titled.replace("NOUN", "NOUNY"), encoding="utf-8")
+    with pytest.raises(CoNLLUError, match=r"xx_t-ud-test\.conllu:6: UPOS"):  # every word line is still checked
+        language_texts(tmp_path, "xx")
