@@ -67,7 +67,8 @@ def trial_config(spec: dict) -> dict:
     hex-encoded pickle, and rewrites the state file as the sweep runs: the demo's probe partitions (18 units
     each) took ~120 KB per trial, 9.2 MB for 80 trials, now 2.3 MB (what is left is Tune's own bookkeeping
     and the reported metrics). By reference, a config is ~0.2 KB; the trainable reads the spec
-    (`reading_spec`) and the driver looks it up (`spec_of`).
+    (`reading_spec`) and the driver looks it up (`spec_of`). The specs stay in the object store until the
+    driver exits (Tune's pickling of a config pins its reference): a few KB per trial.
     """
     return {**({"label": spec["label"]} if "label" in spec else {}), "spec": ray.put(spec)}
 
