@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,6 +348,12 @@ def read_blocks(path: Path | str) -> Iterator[SentenceBlock]:
         yield SentenceBlock(path, start, tuple(block), ordinal + 1)
     elif ordinal == 0:
         raise CoNLLUError(path, None, "file", "at least one sentence with word lines", "none")
+
+
+def read_blocks_of(paths: Iterable[Path | str]) -> Iterator[SentenceBlock]:
+    """The sentence blocks of several CoNLL-U files pooled in order, streaming (`read_blocks`)."""
+    for path in paths:
+        yield from read_blocks(path)
 
 
 def read_conllu(path: Path | str) -> Iterator[Sentence]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_blocks, read_conllu
+from probing.conllu_io import CoNLLUError, Sentence, SurfaceText, Token, read_blocks_of
 from probing.unimorph import ud_to_unimorph
 from probing.validation import at_least, one_of, reject
 
@@ -223,16 +223,15 @@ def frequent_values(
 
 def read_language(ud_dir: Path | str, language: str) -> Iterable[Sentence]:
     """Stream the pooled sentences of every treebank file of a language."""
-    for path in treebank_files(ud_dir, language):
-        yield from read_conllu(path)
+    for block in read_blocks_of(treebank_files(ud_dir, language)):
+        yield block.parse()
 
 
 def language_texts(ud_dir: Path | str, language: str, limit: int | None = None) -> list[str]:
     """The surface texts of a language's pooled sentences (the first ``limit``), those of `read_language`; every
     word line is checked, but a sentence's words are parsed only where it has no ``# text`` line (pre-training
     reads every sentence of every language: the demo's 36,175 took 17.7 s to parse, 2.9 s to check)."""
-    blocks = (block for path in treebank_files(ud_dir, language) for block in read_blocks(path))
-    return [block.text for block in islice(blocks, limit)]
+    return [block.text for block in islice(read_blocks_of(treebank_files(ud_dir, language)), limit)]
 
 
 def sampled_sentences(ud_dir: Path | str, language: str, params: DataParams) -> tuple[dict[int, Sentence], list[str]]:
@@ -240,7 +239,7 @@ def sampled_sentences(ud_dir: Path | str, language: str, params: DataParams) -> 
     ``max_sentences_per_language``, drawn by a seed of the language), and the UD split of every pooled
     sentence's file. Every word line of every file is checked; only the drawn sentences are parsed (a
     malformed sentence that is not drawn is not read further)."""
-    blocks = [block for path in treebank_files(ud_dir, language) for block in read_blocks(path)]
+    blocks = list(read_blocks_of(treebank_files(ud_dir, language)))
     keep = np.arange(len(blocks))
     limit = params.max_sentences_per_language
     if limit is not None and limit < len(blocks):
