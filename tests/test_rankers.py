@@ -25,7 +25,13 @@ from probing.rankers import (
     reverse,
 )
 from probing.rankers.base import class_prior, entropy, weight_penalty
-from probing.rankers.latent import masked_nll, sample_masks, stopping_split, surrogate_loss
+from probing.rankers.latent import (
+    mask_log_probability,
+    masked_nll,
+    sample_masks,
+    stopping_split,
+    surrogate_loss,
+)
 from probing.rankers.linear import train_elastic_net
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -388,6 +394,19 @@ def test_per_minibatch_masks_are_shared_by_the_rows_and_per_example_masks_are_no
     # equal up to float32 rounding (batched kernels may sum identical rows in a different order)
     assert nll.shape == (4, 100) and torch.allclose(nll, nll[:, :1].expand(-1, 100), rtol=1e-5, atol=1e-7)
     assert len(torch.unique(nll[:, 0])) > 1  # different samples, different masks
+
+
+@pytest.mark.parametrize("rows", [1, 40])
+def test_the_mask_log_probability_is_the_bernoulli_log_likelihood_and_its_gradient(rows):
+    logits = torch.linspace(-6, 6, 50, dtype=torch.float64).requires_grad_(True)
+    masks = sample_masks(logits, 3, rows, "per_example", torch.Generator().manual_seed(2))
+    ours = mask_log_probability(masks, logits)
+    bernoulli = torch.distributions.Bernoulli(logits=logits).log_prob(masks).sum(dim=2)
+    assert ours.shape == (3, rows)
+    torch.testing.assert_close(ours, bernoulli, rtol=0, atol=1e-12)
+    (ours_gradient,) = torch.autograd.grad(ours.sum(), logits)
+    (bernoulli_gradient,) = torch.autograd.grad(bernoulli.sum(), logits)
+    torch.testing.assert_close(ours_gradient, bernoulli_gradient, rtol=0, atol=1e-12)  # Σ (m − σ(φ))
 
 
 def exact_mask_gradient(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:

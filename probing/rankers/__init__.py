@@ -28,8 +28,9 @@ from probing.rankers.probeless import ProbelessRanker, RandomRanker, VarianceRan
 #: defaults (H(q) weight 1 in the gradient, raw inputs, per-example masks, leave-one-out baseline,
 #: early stopping on the MC ELBO) and the linear ranker's ``standardise``/``l2_penalty``. 3 (issue 10):
 #: greedy steps screened in float32 and confirmed in float64 (the same choices; scores may differ by float
-#: rounding), the ``greedy_precision`` field and new ``chunk_size`` defaults of the greedy rankers.
-RANKERS_VERSION = 3
+#: rounding), the ``greedy_precision`` field and new ``chunk_size`` defaults of the greedy rankers. 4: the
+#: latent probe's log q(m) as a matrix-vector product (the same value up to float32 rounding).
+RANKERS_VERSION = 4
 
 RANKERS: dict[str, type] = {
     cls.method: cls

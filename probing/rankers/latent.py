@@ -182,6 +182,16 @@ def mask_entropy(mask_logits: torch.Tensor) -> torch.Tensor:
     return (F.softplus(mask_logits) - mask_logits * torch.sigmoid(mask_logits)).sum()
 
 
+def mask_log_probability(masks: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """log q_φ(m) of each mask (S, n) or (S, 1), masks (S, n or 1, d) of independent Bernoulli(σ(φ_j)):
+
+        log q(m) = Σ_j m_j log σ(φ_j) + (1 − m_j) log σ(−φ_j) = m·φ − Σ_j softplus(φ_j),
+
+    a matrix-vector product instead of d elementwise log-sigmoids per mask (they were ~20% of a fit).
+    """
+    return masks @ mask_logits - F.softplus(mask_logits).sum()
+
+
 def score_function_baseline(losses: torch.Tensor, baseline: str) -> torch.Tensor:
     """Control variate b for the REINFORCE term (f − b) ∇ log q(m), from the S samples' losses (S, ·)."""
     if baseline == "none":
@@ -209,8 +219,7 @@ def surrogate_loss(
     masks = sample_masks(mask_logits, params.n_samples, len(x), params.mask_sharing, generator)
     nll = masked_nll(x, y, weight, bias, masks)
     losses = nll if params.mask_sharing == "per_example" else nll.mean(dim=1, keepdim=True)
-    log_q = -F.binary_cross_entropy_with_logits(mask_logits.expand_as(masks), masks, reduction="none")
-    log_q = log_q.sum(dim=2)  # log q(m) per mask: (S, n) or (S, 1)
+    log_q = mask_log_probability(masks, mask_logits)
     advantage = (losses - score_function_baseline(losses, params.baseline)).detach()
     penalty = weight_penalty(weight, params.l1, params.l2)
     return nll.mean() + (advantage * log_q).mean() - params.entropy_weight * mask_entropy(mask_logits) + penalty
