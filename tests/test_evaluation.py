@@ -16,14 +16,18 @@ from probing.evaluation import (
     control_labels,
     evaluate_ranking,
     fit_inverse_temperature,
+    fit_lbfgs,
     fit_linear,
     gaussian_log_proba,
     linear_log_proba,
     majority_baseline,
     normalised_mutual_information,
+    numpy_linear_loss,
+    numpy_objective,
     smooth_linear_loss,
     temper,
     token_level_split,
+    torch_objective,
 )
 from probing.rankers.base import class_prior
 
@@ -284,6 +288,29 @@ def test_the_closed_form_gradient_is_autograds_gradient_of_the_loss(l2):
     assert float(value) == pytest.approx(float(loss.detach()), abs=1e-12)
     torch.testing.assert_close(grad_weight, expected[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(grad_bias, expected[1], rtol=0, atol=1e-12)
+    W, b, x_t = weight.detach().numpy(), bias.detach().numpy(), x.T.contiguous().numpy()
+    value, grad_weight, grad_bias = numpy_linear_loss(W, b, x_t, y.numpy(), l2, np.arange(50))
+    assert value == pytest.approx(float(loss.detach()), abs=1e-12)  # the CPU's numpy loss: the same closed form
+    np.testing.assert_allclose(grad_weight, expected[0].numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(grad_bias, expected[1].numpy(), rtol=0, atol=1e-12)
+
+
+def test_the_device_objective_is_the_cpu_objective_and_reaches_the_same_minimum():
+    rng = np.random.default_rng(8)
+    y = rng.choice(5, size=400)
+    X = rng.normal(size=(400, 9))
+    X[:, :3] += rng.normal(size=(5, 3))[y]
+    x_t = np.ascontiguousarray(X.T)
+    on_cpu = numpy_objective(x_t, y, 5, 0.01)
+    on_device = torch_objective(torch.from_numpy(x_t), torch.from_numpy(y), 5, 0.01)  # as on a GPU, here on the CPU
+    for theta in rng.normal(size=(3, 5 * 10)):
+        (loss, gradient), (device_loss, device_gradient) = on_cpu(theta), on_device(theta)
+        assert loss == pytest.approx(device_loss, abs=1e-12)
+        np.testing.assert_allclose(gradient, device_gradient, rtol=0, atol=1e-12)
+    fitted, device_fitted = fit_lbfgs(on_cpu, 5, 9), fit_lbfgs(on_device, 5, 9)
+    for ours, device in zip(fitted, device_fitted, strict=True):
+        np.testing.assert_allclose(ours, device, rtol=0, atol=1e-7)  # rounding apart: the same iterates
+    assert np.abs(on_cpu(np.c_[fitted[0], fitted[1]].ravel())[1]).max() < 1e-8  # stationary: the unique minimum
 
 
 def test_the_smooth_fit_reaches_scipys_minimum_of_the_hand_computed_loss():
