@@ -8,7 +8,8 @@ Run where a GPU is (``--device cuda``); CI never runs it. In one process:
   each device) and the device's top-24 must recover the planted neurons as well as CPU's; `evaluate_ranking`
   of one ranking on both: the largest accuracy difference over classifiers and k;
 * rankers at scale: each method fitted on the device at d = 2048, N = 50,000 train and 10,000 dev examples
-  (issue 10 §3's figure), wall seconds after synchronising;
+  (issue 10 §3's figure), wall seconds after synchronising; `evaluate_ranking` at that size (k = 10, 50, 150)
+  on the CPU (process seconds) and on the device;
 * QLoRA: a random BLOOM (``--layers`` × ``--hidden``) on the English UD POS task trained over identical
   batches as 4-bit NF4 + LoRA (what `transfer.models.load_for_task` loads on CUDA by default), LoRA in full
   precision and full fine-tuning: examples/s, peak GPU memory, weight memory and the dev accuracy reached
@@ -135,6 +136,27 @@ def rankers_at_scale(device: str, quick: bool) -> None:
         )
 
 
+def evaluation_at_scale(device: str, quick: bool) -> None:
+    """Seconds of `evaluate_ranking` (k up to 150, as paper 003's sweep) on the CPU and on the device at issue 10
+    §3's size, and the largest accuracy gap between the two (the same float64 fits)."""
+    from probing.evaluation import evaluate_ranking
+
+    d, n_train, n_eval = (512, 10_000, 2_000) if quick else (2048, 50_000, 10_000)
+    data = probe_data(d, n_train, n_eval, n_eval, 6)
+    order = np.argsort(-data.X_train.var(axis=0))  # any permutation: the cost does not depend on which
+    rows = {}
+    for where in ("cpu", device):
+        began = seconds_now(where)
+        rows[where] = evaluate_ranking(order, data, [10, 50, 150], device=where)
+        print(
+            f"scale: evaluation, 2 classifiers × k 10, 50, 150, d={d}, N={n_train:,} on {where}: "
+            f"{seconds_now(where) - began:7.2f} s",
+            flush=True,
+        )
+    gap = max(abs(r["accuracy"] - s["accuracy"]) for r, s in zip(rows["cpu"], rows[device], strict=True))
+    print(f"scale: evaluation accuracy gap cpu vs {device}: {gap:.4f}", flush=True)
+
+
 def finetune_variant(model_dir: Path, variant: str, device: str, steps: int, batch_size: int) -> dict:
     """Train one variant over the fixed batches on ``device``; speed, memory and dev accuracy."""
     import torch
@@ -238,6 +260,7 @@ def main() -> None:
         ranker_parity(args.device, check, args.quick)
     if "scale" in parts:
         rankers_at_scale(args.device, args.quick)
+        evaluation_at_scale(args.device, args.quick)
     steps = 20 if args.quick else 200
     if parts & {"qlora", "imp"}:
         train_models(args, parts, check, steps)
