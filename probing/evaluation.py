@@ -10,8 +10,8 @@ k neurons, D = k). Options are in `EvaluationParams`; the papers' presets set th
 Linear classifier. Loss = mean cross-entropy + λ1 ‖W‖₁ + λ2 ‖W‖²₂ ("squared", the default) or
 + λ2 ‖W‖₂ ("norm", the Frobenius norm unsquared, as paper 003's code), bias unpenalised, on
 standardised features by default (raw with ``linear_standardise=False``, as 003). A smooth loss
-(λ1 = 0, squared L2) is minimised by full-batch L-BFGS (scipy's L-BFGS-B) to convergence. A non-smooth one is minimised
-by FISTA with adaptive restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015): a gradient step on
+(λ1 = 0, squared L2) is minimised by full-batch L-BFGS (scipy's L-BFGS-B) to convergence. A non-smooth
+one is minimised by FISTA with adaptive restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015): a gradient step on
 the cross-entropy (and a squared L2), then the exact proximal step of the non-smooth terms,
 soft-thresholding by tλ1 followed, for "norm", by shrinking the whole matrix by max(0, 1 − tλ2/‖·‖)
 (the proximal map of ℓ1 + group-ℓ2 is the composition of the two; Friedman, Hastie & Tibshirani
@@ -262,8 +262,9 @@ def fit_lbfgs(objective: Objective, n_classes: int, d: int) -> tuple[np.ndarray,
     two-loop recursion and strong-Wolfe search in Python, per-operation overhead that was ~70% of a
     fit at a ranking's sizes. Both reach the strongly convex loss's unique minimum; the fitted weights
     differ by ~1e-5 at most. BLAS runs on one thread: on vectors of C × (k + 1) numbers OpenBLAS's
-    threads cost more than they give (k = 150, C = 17 on 2 cores: 897 ms with 2 threads, 63 with 1), and even
-    the loss gains little from a second thread at n = 50,000 (36 vs 30 ms a call): that scale is a GPU's.
+    threads cost more than they give (k = 150, C = 17 on 2 cores: 897 ms with 2 threads, 63 with 1),
+    and even the loss gains little from a second thread at n = 50,000 (36 vs 30 ms a call): that
+    scale is a GPU's.
     """
     with blas_controller().limit(limits=1, user_api="blas"):
         result = minimize(
