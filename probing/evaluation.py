@@ -11,8 +11,8 @@ Linear classifier. Loss = mean cross-entropy + λ1 ‖W‖₁ + λ2 ‖W‖²₂
 + λ2 ‖W‖₂ ("norm", the Frobenius norm unsquared, as paper 003's code), bias unpenalised, on
 standardised features by default (raw with ``linear_standardise=False``, as 003). A smooth loss
 (λ1 = 0, squared L2) is minimised by full-batch L-BFGS (scipy's L-BFGS-B) to convergence. A non-smooth
-one is minimised by FISTA with adaptive restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015): a gradient step on
-the cross-entropy (and a squared L2), then the exact proximal step of the non-smooth terms,
+one is minimised by FISTA with adaptive restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015): a
+gradient step on the cross-entropy (and a squared L2), then the exact proximal step of the non-smooth terms,
 soft-thresholding by tλ1 followed, for "norm", by shrinking the whole matrix by max(0, 1 − tλ2/‖·‖)
 (the proximal map of ℓ1 + group-ℓ2 is the composition of the two; Friedman, Hastie & Tibshirani
 2010). 003's code minimises the same loss with minibatch Adam for a fixed number of epochs, whose
