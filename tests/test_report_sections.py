@@ -60,6 +60,22 @@ def test_sections_whose_views_are_absent_are_left_out_and_the_rest_render(tmp_pa
     assert "Plur" in html
 
 
+def test_the_failures_table_orders_equal_counts_by_reason_whatever_the_rows_order(tmp_path, con_with_datasets):
+    """Two runs of one study store their failures in whichever order their trials ended; the report must not."""
+    reasons = ["CannotProbe: Gender in eu", "CannotProbe: Gender in en", "CannotProbe: Number in zh"]
+    rows = [(reason, f"language={i}/method={m}") for i, reason in enumerate(reasons) for m in ("a", "b")]
+    pages = []
+    for ordered in (rows, rows[::-1]):
+        con_with_datasets.register(
+            "failures",
+            pa.table({"stage": ["probe"] * 6, "error": [r for r, _ in ordered], "key": [k for _, k in ordered]}),
+        )
+        pages.append(build_report(con_with_datasets, tmp_path / str(len(pages)), STUDY).read_text(encoding="utf-8"))
+    assert pages[0] == pages[1]
+    failures = pages[0][pages[0].index("id='failures'") :]
+    assert [failures.index(reason) for reason in sorted(reasons)] == sorted(failures.index(r) for r in reasons)
+
+
 def test_a_section_added_to_the_registry_shows_in_the_report(tmp_path, con_with_datasets):
     def unbuildable(context: ReportContext) -> Section:
         raise AssertionError("built without its views")

@@ -195,5 +195,5 @@ METHOD_AGREEMENT = table_section(
     "Mean top-k overlap of two methods' rankings of one dataset (chance: k²/d)",
     "SELECT method_a, method_b, count(*) AS configs, avg(overlap) AS mean_overlap, "
     "avg(expected) AS expected, avg(CAST(pvalue < 0.05 AS INTEGER)) AS share_p_below_05 "
-    "FROM method_overlaps GROUP BY ALL ORDER BY mean_overlap DESC",
+    "FROM method_overlaps GROUP BY ALL ORDER BY mean_overlap DESC, method_a, method_b",
 )

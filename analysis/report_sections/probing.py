@@ -33,7 +33,7 @@ def build(context: ReportContext) -> Section:
             f"Mean test accuracy, NMI and selectivity at k = {k} over all datasets",
             f"SELECT method, direction, classifier, count(*) AS datasets, avg(accuracy) AS accuracy, avg(nmi) AS nmi, "
             f"avg(selectivity) AS selectivity, avg(majority) AS majority FROM probe_metrics WHERE k = {int(k)} "
-            f"GROUP BY ALL ORDER BY classifier, accuracy DESC",
+            f"GROUP BY ALL ORDER BY classifier, accuracy DESC, method, direction",
         )
     )
     configs = con.execute(
