@@ -12,6 +12,7 @@ from lottery.masks import (
     prune_globally,
     prune_to,
     random_mask_like,
+    smallest_first,
     sparsity,
     total_count,
 )
@@ -67,6 +68,22 @@ def test_ties_are_broken_by_position_in_mask_order():
     mask = prune_globally(w, mask, 3)
     assert not mask["x.weight"].any()
     assert mask["y.weight"].flatten().tolist() == [False, True, True, True, True, True]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 499, 500, 501, 1733, 4000])
+def test_selection_marks_the_first_n_of_a_stable_sort_among_many_ties(n):
+    g = torch.Generator().manual_seed(3)
+    values = torch.randint(0, 8, (4000,), generator=g).float() / 8  # 8 distinct values: ties everywhere
+    expected = torch.zeros(4000, dtype=torch.bool)
+    expected[torch.sort(values, stable=True).indices[:n]] = True
+    assert torch.equal(smallest_first(values, n), expected)
+
+
+def test_a_weight_holding_nan_is_an_error_naming_its_tensor():
+    w = weights()
+    w["b.weight"][3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"b\.weight hold NaN \(training diverged\)"):
+        prune_globally(w, full_mask(w), 10)
 
 
 def test_pruning_more_than_is_kept_or_a_mask_of_other_tensors_is_an_error():
