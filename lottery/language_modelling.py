@@ -22,6 +22,7 @@ import torch
 
 from lottery.learner import BatchFn, Learner, ScoreFn
 from lottery.params import LotteryParams
+from probing.bloom_gelu import use_lean_gelu
 from probing.datasets import stable_seed
 from probing.models import load_fast_tokenizer, model_max_length
 from transfer.examples import IGNORE_INDEX, Encoded, collate
@@ -129,6 +130,7 @@ def load_lm_learner(model_source: str, revision: str | None, params: LotteryPara
     objective = lm_objective(AutoConfig.from_pretrained(source, revision=rev).model_type, tokenizer)
     auto = AutoModelForMaskedLM if objective == "masked" else AutoModelForCausalLM
     model = auto.from_pretrained(source, revision=rev).to(device)
+    use_lean_gelu(model)
     return Learner(
         model,
         tokenizer,

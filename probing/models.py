@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from probing.bloom_gelu import use_lean_gelu
+
 #: How layers are numbered, as printed in the study report (see the module docstring).
 LAYER_CONVENTION = "layer 0 = embedding output, layer L = output of block L; paper 002's layer L is our L−1"
 
@@ -283,6 +285,7 @@ def load_model(
         model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype).to(device)
     else:
         model = AutoModel.from_pretrained(source, revision=rev, dtype=dtype, device_map=device_map)
+    use_lean_gelu(model)
     model.eval()
     config = model.config
     return LoadedModel(

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from probing.bloom_gelu import use_lean_gelu
 from probing.validation import at_least, fraction, positive, reject
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -198,6 +199,7 @@ def pretrain(
             pad_token_id=tokenizer.pad_token_id,
         )
         model = BloomForCausalLM(config)
+    use_lean_gelu(model)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, betas=(0.9, 0.95))
     if done:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from probing.bloom_gelu import use_lean_gelu
 from probing.lexicon import GoldWord
 from probing.models import HookPoints, load_fast_tokenizer, model_max_length
 
@@ -83,6 +84,7 @@ def load_language_model(
     kind = resolve_readout(readout, AutoConfig.from_pretrained(source, revision=rev).model_type)
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     model = auto.from_pretrained(source, revision=rev, dtype=dtype).to(device).eval()
+    use_lean_gelu(model)
     return LanguageModel.of(model, tokenizer, kind)
 
 

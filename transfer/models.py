@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from probing.bloom_gelu import use_lean_gelu
 from probing.models import load_fast_tokenizer
 from transfer.finetune import FinetuneParams
 
@@ -95,6 +96,7 @@ def load_for_task(
         model = prepare_model_for_kbit_training(model)
     else:
         model = auto.from_pretrained(source, revision=rev, **kwargs).to(device)
+    use_lean_gelu(model)
     if params.full_finetune:
         return model, tokenizer
     task = TaskType.TOKEN_CLS if head == "token" else TaskType.SEQ_CLS
